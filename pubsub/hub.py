@@ -1,0 +1,221 @@
+"""The broker: channels, patterns and shard channels, and the frames they produce.
+
+No sockets here. A subscriber is an object with an outbox (a list of encoded frames
+and replies, and their byte count); the hub appends frames to it and records it in
+`touched`, so the server can send each touched outbox once after a batch of commands.
+
+State is a double index kept in agreement here and only here: hub side, name ->
+subscribers (an insertion-ordered dict used as a set); subscriber side, its names.
+A name's entry goes when its last subscriber leaves.
+
+The three kinds of subscription differ only in data (`Kind`): which index, which
+reply strings, which message frame, and which subscriptions the reply count counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from pubsub.glob import compile_pattern, match
+from resp.encode import bulk, integer
+
+_MATCH_CACHE_LIMIT = 65536  # channels whose matching patterns are remembered
+
+
+class Subscriber:
+    """What the hub needs of a client: an outbox, its protocol and its subscriptions."""
+
+    __slots__ = ("channels", "outbox", "outbox_size", "patterns", "resp3", "shard_channels")
+
+    def __init__(self) -> None:
+        self.outbox: list[bytes] = []  # encoded bytes waiting to be sent, in order
+        self.outbox_size = 0  # bytes in outbox, for the output-buffer limits
+        self.resp3 = False  # frames are RESP3 pushes rather than RESP2 arrays
+        self.channels: dict[bytes, None] = {}  # subscribed channels, in subscription order
+        self.patterns: dict[bytes, None] = {}
+        self.shard_channels: dict[bytes, None] = {}
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether the client is in pub/sub mode (any kind of subscription)."""
+        return bool(self.channels or self.patterns or self.shard_channels)
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """One kind of subscription: everything that differs between the three."""
+
+    index: str  # attribute holding the index, on the hub and on the subscriber
+    subscribe: bytes  # encoded confirmation type, e.g. $9 subscribe
+    unsubscribe: bytes
+    shard: bool  # shard subscriptions are counted apart from channels and patterns
+
+
+def _type(name: bytes) -> bytes:
+    return bulk(name)
+
+
+CHANNEL = Kind("channels", _type(b"subscribe"), _type(b"unsubscribe"), False)
+PATTERN = Kind("patterns", _type(b"psubscribe"), _type(b"punsubscribe"), False)
+SHARD = Kind("shard_channels", _type(b"ssubscribe"), _type(b"sunsubscribe"), True)
+
+_MESSAGE = b"$7\r\nmessage\r\n"
+_PMESSAGE = b"$8\r\npmessage\r\n"
+_SMESSAGE = b"$8\r\nsmessage\r\n"
+
+
+def _count(sub: Subscriber, kind: Kind) -> int:
+    """The count a (un)subscribe frame reports: shard channels, or channels + patterns."""
+    if kind.shard:
+        return len(sub.shard_channels)
+    return len(sub.channels) + len(sub.patterns)
+
+
+def _frame(sub: Subscriber, kind_type: bytes, name: bytes | None, count: int) -> bytes:
+    """A (un)subscribe confirmation; a None name is the null of a bare UNSUBSCRIBE."""
+    if name is None:
+        channel = b"_\r\n" if sub.resp3 else b"$-1\r\n"
+    else:
+        channel = b"$%d\r\n%b\r\n" % (len(name), name)
+    return (b">3\r\n" if sub.resp3 else b"*3\r\n") + kind_type + channel + integer(count)
+
+
+class Hub:
+    """All subscriptions of one server, and message delivery."""
+
+    def __init__(self) -> None:
+        self.channels: dict[bytes, dict[Subscriber, None]] = {}
+        self.patterns: dict[bytes, dict[Subscriber, None]] = {}
+        self.shard_channels: dict[bytes, dict[Subscriber, None]] = {}
+        self._matchers: dict[bytes, Callable[[bytes], bool]] = {}  # pattern -> compiled glob
+        self._matching: dict[bytes, list[bytes]] = {}  # channel -> patterns that match it
+        self.touched: dict[Subscriber, None] = {}  # subscribers given frames since last taken
+
+    # SUBSCRIBE / PSUBSCRIBE / SSUBSCRIBE name [name ...]
+    def subscribe(self, sub: Subscriber, kind: Kind, names: Iterable[bytes]) -> bytes:
+        """Subscribe and return one confirmation frame per name, duplicates included."""
+        index = getattr(self, kind.index)
+        mine = getattr(sub, kind.index)
+        frames = []
+        for name in names:
+            if name not in mine:
+                mine[name] = None
+                subs = index.get(name)
+                if subs is None:
+                    subs = index[name] = {}
+                    if kind is PATTERN:
+                        self._matchers[name] = compile_pattern(name)
+                        self._matching.clear()
+                subs[sub] = None
+            frames.append(_frame(sub, kind.subscribe, name, _count(sub, kind)))
+        return b"".join(frames)
+
+    # UNSUBSCRIBE / PUNSUBSCRIBE / SUNSUBSCRIBE [name ...]
+    def unsubscribe(self, sub: Subscriber, kind: Kind, names: Iterable[bytes]) -> bytes:
+        """Unsubscribe and return one frame per name (per subscription when none given).
+
+        With no names and no subscriptions of this kind, Redis still replies one frame,
+        with a null channel, so the client gets an answer.
+        """
+        mine = getattr(sub, kind.index)
+        names = list(names) or list(mine)
+        if not names:
+            return _frame(sub, kind.unsubscribe, None, _count(sub, kind))
+        frames = []
+        for name in names:
+            if name in mine:
+                self._remove(sub, kind, name)
+            frames.append(_frame(sub, kind.unsubscribe, name, _count(sub, kind)))
+        return b"".join(frames)
+
+    def _remove(self, sub: Subscriber, kind: Kind, name: bytes) -> None:
+        """Remove one subscription from both sides of the index."""
+        del getattr(sub, kind.index)[name]
+        index = getattr(self, kind.index)
+        subs = index[name]
+        del subs[sub]
+        if not subs:
+            del index[name]
+            if kind is PATTERN:
+                del self._matchers[name]
+                self._matching.clear()
+
+    def remove_all(self, sub: Subscriber) -> None:
+        """Drop every subscription silently (disconnect, RESET)."""
+        for kind in (CHANNEL, PATTERN, SHARD):
+            for name in list(getattr(sub, kind.index)):
+                self._remove(sub, kind, name)
+        self.touched.pop(sub, None)
+
+    def _patterns_matching(self, channel: bytes) -> list[bytes]:
+        """The subscribed patterns that match channel, cached until patterns change."""
+        found = self._matching.get(channel)
+        if found is None:
+            found = [p for p, matches in self._matchers.items() if matches(channel)]
+            if len(self._matching) >= _MATCH_CACHE_LIMIT:
+                self._matching.clear()
+            self._matching[channel] = found
+        return found
+
+    # PUBLISH channel message
+    def publish(self, channel: bytes, message: bytes) -> int:
+        """Deliver to channel subscribers, then to each matching pattern; return deliveries.
+
+        Each frame is encoded once per protocol and the same bytes object is appended to
+        every subscriber's outbox (RESP2 array and RESP3 push differ in one byte).
+        """
+        delivered = 0
+        tail = b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(channel), channel, len(message), message)
+        subs = self.channels.get(channel)
+        if subs:
+            delivered = self._deliver(subs, _MESSAGE + tail, 3)
+        if self._matchers:
+            for pattern in self._patterns_matching(channel):
+                head = _PMESSAGE + b"$%d\r\n%b\r\n" % (len(pattern), pattern)
+                delivered += self._deliver(self.patterns[pattern], head + tail, 4)
+        return delivered
+
+    # SPUBLISH shardchannel message
+    def spublish(self, channel: bytes, message: bytes) -> int:
+        """Deliver to shard channel subscribers (patterns never see shard messages)."""
+        subs = self.shard_channels.get(channel)
+        if not subs:
+            return 0
+        tail = b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(channel), channel, len(message), message)
+        return self._deliver(subs, _SMESSAGE + tail, 3)
+
+    def _deliver(self, subs: dict[Subscriber, None], body: bytes, parts: int) -> int:
+        """Append one frame to every subscriber's outbox: a tight loop, no call per subscriber."""
+        resp2 = b"*%d\r\n%b" % (parts, body)
+        resp3 = b">" + resp2[1:]
+        size = len(resp2)
+        for sub in subs:
+            sub.outbox.append(resp3 if sub.resp3 else resp2)
+            sub.outbox_size += size
+        self.touched.update(subs)
+        return len(subs)
+
+    def take_touched(self) -> dict[Subscriber, None]:
+        """Hand over the subscribers given frames since the last call."""
+        touched = self.touched
+        self.touched = {}
+        return touched
+
+    # PUBSUB CHANNELS / SHARDCHANNELS [pattern]
+    def active(self, kind: Kind, pattern: bytes | None) -> list[bytes]:
+        """Names with at least one subscriber, optionally filtered by a glob."""
+        names = getattr(self, kind.index)
+        if pattern is None:
+            return list(names)
+        return [name for name in names if match(pattern, name)]
+
+    # PUBSUB NUMSUB / SHARDNUMSUB [name ...]
+    def numsub(self, kind: Kind, names: Iterable[bytes]) -> list[tuple[bytes, int]]:
+        """Subscriber counts of the given names (pattern subscribers not included)."""
+        index = getattr(self, kind.index)
+        return [(name, len(index.get(name, ()))) for name in names]
+
+    def numpat(self) -> int:
+        """Number of distinct patterns subscribed."""
+        return len(self.patterns)

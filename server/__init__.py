@@ -1,0 +1,1 @@
+"""respd's server: trio networking, commands, keyspace, configuration and CLI."""

@@ -1,0 +1,144 @@
+"""The command table and the dispatcher.
+
+Each command is declared once, beside its handler, with Redis's metadata (arity,
+flags, key positions, ACL categories, docs). The same table answers COMMAND and its
+subcommands. `execute` makes the checks Redis makes before running a command, in
+Redis's order: unknown command or subcommand, arity, authentication, and the RESP2
+subscribed-context rule; then it runs the handler and queues its reply.
+
+A handler takes the connection and the arguments (name included) and returns the
+encoded reply, or None when it has queued its replies itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from resp.encode import error
+
+if TYPE_CHECKING:
+    from server.connection import Connection
+
+Handler = Callable[["Connection", list[bytes]], "bytes | None"]
+
+
+@dataclass(slots=True, eq=False)
+class Command:
+    """One entry of the command table, with the metadata COMMAND reports."""
+
+    name: str  # Redis's full name, lowercase: "get", "client|id"
+    handler: Handler | None
+    arity: int  # Redis convention: n exact, -n at least n (name included)
+    flags: tuple[str, ...]  # COMMAND flags: "readonly", "write", "pubsub", "noscript", ...
+    categories: tuple[str, ...]  # ACL categories, without the "@"
+    group: str  # COMMAND DOCS group: "pubsub", "connection", "server", ...
+    since: str
+    summary: str
+    keys: tuple[int, int, int] = (0, 0, 0)  # first key, last key, step
+    subcommands: dict[bytes, Command] | None = None  # for container commands
+    pubsub_ok: bool = False  # allowed while subscribed in RESP2
+    no_auth: bool = False  # allowed before authentication
+    help_lines: tuple[str, ...] = field(default=())  # the container's HELP text
+
+
+TABLE: dict[bytes, Command] = {}  # lowercase name -> command
+
+
+def command(name: str, arity: int, flags: str = "", categories: str = "", *, group: str,
+            since: str, summary: str, keys: tuple[int, int, int] = (0, 0, 0),
+            pubsub_ok: bool = False, no_auth: bool = False) -> Callable[[Handler], Handler]:
+    """Declare a command (or `container|sub` subcommand) with its handler."""
+
+    def register(handler: Handler) -> Handler:
+        entry = Command(name, handler, arity, tuple(flags.split()),
+                        tuple(categories.split()), group, since, summary, keys,
+                        pubsub_ok=pubsub_ok, no_auth=no_auth)
+        parent_name, _, sub = name.partition("|")
+        if sub:
+            parent = TABLE[parent_name.encode()]
+            assert parent.subcommands is not None
+            parent.subcommands[sub.encode()] = entry
+        else:
+            TABLE[name.encode()] = entry
+        return handler
+
+    return register
+
+
+def container(name: str, flags: str = "", categories: str = "", *, group: str, since: str,
+              summary: str, help_lines: tuple[str, ...]) -> None:
+    """Declare a command that only dispatches to subcommands (CLIENT, CONFIG, PUBSUB)."""
+    TABLE[name.encode()] = Command(name, None, -2, tuple(flags.split()),
+                                   tuple(categories.split()), group, since, summary,
+                                   subcommands={}, help_lines=help_lines)
+
+
+def help_reply(conn: Connection, args: list[bytes]) -> bytes:
+    """The reply to `<CONTAINER> HELP`: Redis's usage lines, as simple strings."""
+    entry = TABLE[args[0].lower()]
+    name = entry.name.upper()
+    lines = [f"{name} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+             *entry.help_lines, "HELP", "    Print this help."]
+    return b"*%d\r\n" % len(lines) + b"".join(b"+%s\r\n" % line.encode() for line in lines)
+
+
+def unknown_command(args: list[bytes]) -> bytes:
+    """Redis's reply to a command name it does not know, quoting the first arguments."""
+    quoted = b""
+    for arg in args[1:]:
+        if len(quoted) >= 128:
+            break
+        quoted += b"'%b' " % arg[:128 - len(quoted)]
+    return error(b"unknown command '%b', with args beginning with: %b" % (args[0][:128], quoted))
+
+
+def unknown_subcommand(args: list[bytes]) -> bytes:
+    """Redis's reply to an unknown subcommand of a container command."""
+    return error(b"unknown subcommand '%b'. Try %b HELP." % (args[1][:128], args[0].upper()))
+
+
+def wrong_arity(name: str) -> bytes:
+    """Redis's reply to a wrong number of arguments."""
+    return error(f"wrong number of arguments for '{name}' command")
+
+
+def lookup(args: list[bytes]) -> Command | bytes:
+    """Find the command (or subcommand) args names, or the error reply Redis gives."""
+    entry = TABLE.get(args[0].lower())
+    if entry is None:
+        return unknown_command(args)
+    if entry.subcommands is not None and len(args) > 1:
+        sub = entry.subcommands.get(args[1].lower())
+        if sub is None:
+            return unknown_subcommand(args)
+        entry = sub
+    arity = entry.arity
+    if (arity > 0 and len(args) != arity) or len(args) < -arity:
+        return wrong_arity(entry.name)
+    return entry
+
+
+_SUBSCRIBED_ONLY = ("only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed "
+                    "in this context")
+
+
+def execute(conn: Connection, args: list[bytes]) -> None:
+    """Run one command for conn and queue its reply in conn's outbox."""
+    entry = lookup(args)
+    if type(entry) is bytes:
+        conn.outbox.append(entry)
+        return
+    if conn.must_authenticate and not entry.no_auth:
+        conn.outbox.append(error("Authentication required.", "NOAUTH"))
+        return
+    # In RESP2 a subscribed client reads frames only, so Redis refuses other commands;
+    # RESP3 can tell pushes from replies and has no such rule.
+    if not conn.resp3 and not entry.pubsub_ok and conn.subscribed:
+        conn.outbox.append(error(f"Can't execute '{entry.name}': {_SUBSCRIBED_ONLY}"))
+        return
+    conn.last_command = entry.name
+    reply = entry.handler(conn, args)
+    if reply is not None:
+        conn.outbox.append(reply)

@@ -1,0 +1,333 @@
+"""Server commands: COMMAND, INFO, CONFIG, TIME, DBSIZE, SHUTDOWN."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from resp.encode import (
+    OK,
+    array,
+    bulk,
+    bulk_array,
+    error,
+    integer,
+    map_,
+    null_array,
+    set_,
+    verbatim,
+)
+from server.commands import TABLE, Command, command, container, help_reply
+from server.config import ConfigError
+
+if TYPE_CHECKING:
+    from server.connection import Connection
+
+
+# --- COMMAND -----------------------------------------------------------------------
+
+def _entry(cmd: Command, proto: int) -> bytes:
+    """A command's COMMAND INFO entry: name, arity, flags, keys, categories, tips, specs, subs."""
+    first, last, step = cmd.keys
+    subs = list(cmd.subcommands.values()) if cmd.subcommands else []
+    return array([
+        bulk(cmd.name.encode()),
+        integer(cmd.arity),
+        set_([b"+%s\r\n" % f.encode() for f in cmd.flags], proto),
+        integer(first), integer(last), integer(step),
+        set_([b"+@%s\r\n" % c.encode() for c in cmd.categories], proto),
+        b"*0\r\n",
+        b"*0\r\n",
+        array(_entry(sub, proto) for sub in subs),
+    ])
+
+
+def _docs(cmd: Command, proto: int) -> bytes:
+    """A command's COMMAND DOCS map: summary, since, group, and its subcommands' docs."""
+    fields = [
+        (bulk(b"summary"), bulk(cmd.summary.encode())),
+        (bulk(b"since"), bulk(cmd.since.encode())),
+        (bulk(b"group"), bulk(cmd.group.encode())),
+    ]
+    if cmd.subcommands:
+        fields.append((bulk(b"subcommands"), map_(
+            [(bulk(s.name.encode()), _docs(s, proto)) for s in cmd.subcommands.values()],
+            proto)))
+    return map_(fields, proto)
+
+
+def _find(name: bytes) -> Command | None:
+    """A command or `container|sub` subcommand by name, as COMMAND INFO/DOCS take it."""
+    parent, _, sub = name.lower().partition(b"|")
+    found = TABLE.get(parent)
+    if found is not None and sub:
+        found = (found.subcommands or {}).get(sub)
+    return found
+
+
+# COMMAND
+@command("command", -1, "loading stale", "slow connection", group="server", since="2.8.13",
+         summary="Returns detailed information about all commands.")
+def command_(conn: Connection, args: list[bytes]) -> bytes:
+    return array(_entry(cmd, conn.proto) for cmd in TABLE.values())
+
+
+TABLE[b"command"].subcommands = {}
+TABLE[b"command"].help_lines = (
+    "(no subcommand)", "    Return details about all Redis commands.",
+    "COUNT", "    Return the total number of commands in this Redis server.",
+    "LIST", "    Return a list of all commands in this Redis server.",
+    "INFO [<command-name> ...]",
+    "    Return details about multiple Redis commands.",
+    "DOCS [<command-name> ...]",
+    "    Return documentation details about multiple Redis commands.",
+)
+command("command|help", 2, "loading stale", "slow connection", group="server", since="5.0.0",
+        summary="Returns helpful text about the different subcommands.")(help_reply)
+
+
+# COMMAND COUNT
+@command("command|count", 2, "loading stale", "slow connection", group="server",
+         since="2.8.13", summary="Returns a count of commands.")
+def command_count(conn: Connection, args: list[bytes]) -> bytes:
+    return integer(len(TABLE))
+
+
+# COMMAND LIST [FILTERBY ...]
+@command("command|list", -2, "loading stale", "slow connection", group="server", since="7.0.0",
+         summary="Returns a list of command names.")
+def command_list(conn: Connection, args: list[bytes]) -> bytes:
+    return bulk_array(cmd.name.encode() for cmd in TABLE.values())
+
+
+# COMMAND INFO [command-name ...]
+@command("command|info", -2, "loading stale", "slow connection", group="server",
+         since="2.8.13", summary="Returns information about one, multiple or all commands.")
+def command_info(conn: Connection, args: list[bytes]) -> bytes:
+    if len(args) == 2:
+        return command_(conn, args)
+    found = [_find(name) for name in args[2:]]
+    return array(_entry(c, conn.proto) if c else null_array(conn.proto) for c in found)
+
+
+# COMMAND DOCS [command-name ...]
+@command("command|docs", -2, "loading stale", "slow connection", group="server",
+         since="7.0.0", summary="Returns documentary information about one, multiple or all "
+                                "commands.")
+def command_docs(conn: Connection, args: list[bytes]) -> bytes:
+    names = args[2:] or [cmd.name.encode() for cmd in TABLE.values()]
+    found = [(n.lower(), _find(n)) for n in names]
+    return map_([(bulk(n), _docs(c, conn.proto)) for n, c in found if c], conn.proto)
+
+
+# --- INFO --------------------------------------------------------------------------
+
+def _human(n: int) -> str:
+    """Redis's human-readable byte counts: 1.23M."""
+    for unit, size in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n}B"
+
+
+def _rss() -> int:
+    """The process's resident memory in bytes."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _sections(conn: Connection) -> dict[str, list[tuple[str, object]]]:
+    """Every INFO section, in Redis's order, as (field, value) pairs."""
+    from server.serve import REDIS_VERSION, VERSION
+
+    srv = conn.server
+    config = srv.config
+    uptime = int(time.time() - srv.started)
+    clients = srv.clients.values()
+    rss = _rss()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cluster = 1 if config["cluster-enabled"] else 0
+    keyspace = [
+        (f"db{i}", f"keys={len(db.data)},expires={len(db.expires)},avg_ttl=0,subexpiry=0")
+        for i, db in enumerate(srv.keyspace.dbs) if db.data
+    ]
+    return {
+        "server": [
+            ("redis_version", REDIS_VERSION), ("respd_version", VERSION),
+            ("redis_git_sha1", "00000000"), ("redis_git_dirty", 0), ("redis_build_id", "0"),
+            ("redis_mode", "cluster" if cluster else "standalone"),
+            ("os", f"{platform.system()} {platform.release()} {platform.machine()}"),
+            ("arch_bits", 64), ("multiplexing_api", "epoll"),
+            ("python_version", platform.python_version()),
+            ("process_id", os.getpid()), ("run_id", srv.run_id), ("tcp_port", srv.port),
+            ("server_time_usec", int(time.time() * 1e6)),
+            ("uptime_in_seconds", uptime), ("uptime_in_days", uptime // 86400),
+            ("hz", config["hz"]), ("configured_hz", config["hz"]),
+            ("executable", sys.argv[0] and os.path.abspath(sys.argv[0])), ("config_file", ""),
+        ],
+        "clients": [
+            ("connected_clients", len(srv.clients)), ("cluster_connections", 0),
+            ("maxclients", config["maxclients"]),
+            ("client_recent_max_input_buffer", max((c.parser.pending for c in clients),
+                                                   default=0)),
+            ("client_recent_max_output_buffer", max((c.outbox_size for c in clients),
+                                                    default=0)),
+            ("blocked_clients", 0), ("tracking_clients", 0),
+            ("pubsub_clients", sum(1 for c in clients if c.subscribed)),
+            ("watching_clients", 0), ("clients_in_timeout_table", 0),
+        ],
+        "memory": [
+            ("used_memory", rss), ("used_memory_human", _human(rss)),
+            ("used_memory_rss", rss), ("used_memory_rss_human", _human(rss)),
+            ("used_memory_peak", usage.ru_maxrss * 1024),
+            ("used_memory_peak_human", _human(usage.ru_maxrss * 1024)),
+            ("maxmemory", config["maxmemory"]), ("maxmemory_human", _human(config["maxmemory"])),
+            ("maxmemory_policy", config["maxmemory-policy"]),
+            ("mem_allocator", "libc"),
+        ],
+        "persistence": [
+            ("loading", 0), ("async_loading", 0), ("rdb_changes_since_last_save", 0),
+            ("rdb_bgsave_in_progress", 0), ("rdb_last_bgsave_status", "ok"),
+            ("aof_enabled", 0), ("aof_rewrite_in_progress", 0),
+        ],
+        "stats": [
+            ("total_connections_received", srv.connections_received),
+            ("total_commands_processed", srv.commands_processed),
+            ("instantaneous_ops_per_sec", 0),
+            ("rejected_connections", srv.rejected_connections),
+            ("expired_keys", 0), ("evicted_keys", 0),
+            ("keyspace_hits", 0), ("keyspace_misses", 0),
+            ("pubsub_channels", len(srv.hub.channels)),
+            ("pubsub_patterns", len(srv.hub.patterns)),
+            ("pubsubshard_channels", len(srv.hub.shard_channels)),
+            ("client_query_buffer_limit_disconnections", 0),
+            ("client_output_buffer_limit_disconnections", srv.output_limit_disconnections),
+        ],
+        "replication": [("role", "master"), ("connected_slaves", 0),
+                        ("master_replid", srv.run_id[:40]), ("master_repl_offset", 0)],
+        "cpu": [("used_cpu_sys", f"{usage.ru_stime:.6f}"),
+                ("used_cpu_user", f"{usage.ru_utime:.6f}")],
+        "modules": [],
+        "errorstats": [],
+        "cluster": [("cluster_enabled", cluster)],
+        "keyspace": keyspace,
+    }
+
+
+_DEFAULT_SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replication",
+                     "cpu", "modules", "errorstats", "cluster", "keyspace")
+_TITLES = {"cpu": "CPU", "modules": "Modules", "errorstats": "Errorstats"}
+
+
+# INFO [section [section ...]]
+@command("info", -1, "loading stale sentinel", "slow dangerous", group="server", since="1.0.0",
+         summary="Returns information and statistics about the server.")
+def info(conn: Connection, args: list[bytes]) -> bytes:
+    sections = _sections(conn)
+    wanted = [a.decode(errors="replace").lower() for a in args[1:]]
+    if not wanted or any(w in ("default", "all", "everything") for w in wanted):
+        names = list(_DEFAULT_SECTIONS) + [w for w in wanted if w in sections]
+    else:
+        names = [w for w in wanted if w in sections]
+    blocks = []
+    for name in dict.fromkeys(names):
+        title = _TITLES.get(name, name.capitalize())
+        lines = "".join(f"{k}:{v}\r\n" for k, v in sections[name])
+        blocks.append(f"# {title}\r\n{lines}")
+    return verbatim("\r\n".join(blocks).encode(), conn.proto)
+
+
+# --- CONFIG ------------------------------------------------------------------------
+
+container("config", "", "slow", group="server", since="2.0.0",
+          summary="A container for server configuration commands.", help_lines=(
+              "GET <pattern>", "    Return parameters matching the glob-like <pattern> and their",
+              "    values.",
+              "SET <directive> <value>", "    Set the configuration <directive> to <value>.",
+              "RESETSTAT", "    Reset statistics reported by the INFO command.",
+              "REWRITE", "    Rewrite the configuration file.",
+          ))
+command("config|help", 2, "loading stale", "slow", group="server", since="5.0.0",
+        summary="Returns helpful text about the different subcommands.")(help_reply)
+
+
+# CONFIG GET parameter [parameter ...]
+@command("config|get", -3, "admin noscript loading stale", "admin slow dangerous",
+         group="server", since="2.0.0", summary="Returns the effective values of configuration "
+                                                 "parameters.")
+def config_get(conn: Connection, args: list[bytes]) -> bytes:
+    pairs = conn.server.config.get(args[2:])
+    return map_([(bulk(k.encode()), bulk(v.encode(errors="surrogateescape")))
+                 for k, v in pairs], conn.proto)
+
+
+# CONFIG SET parameter value [parameter value ...]
+@command("config|set", -4, "admin noscript loading stale", "admin slow dangerous",
+         group="server", since="2.0.0", summary="Sets configuration parameters in-flight.")
+def config_set(conn: Connection, args: list[bytes]) -> bytes:
+    if len(args) % 2:
+        return error("wrong number of arguments for 'config|set' command")
+    try:
+        conn.server.config.set(list(zip(args[2::2], args[3::2], strict=True)))
+    except ConfigError as exc:
+        return error(str(exc))
+    return OK
+
+
+# CONFIG RESETSTAT
+@command("config|resetstat", 2, "admin noscript loading stale", "admin slow dangerous",
+         group="server", since="2.0.0", summary="Resets the server's statistics.")
+def config_resetstat(conn: Connection, args: list[bytes]) -> bytes:
+    srv = conn.server
+    srv.commands_processed = srv.connections_received = srv.rejected_connections = 0
+    srv.output_limit_disconnections = 0
+    return OK
+
+
+# CONFIG REWRITE
+@command("config|rewrite", 2, "admin noscript loading stale", "admin slow dangerous",
+         group="server", since="2.8.0", summary="Persists the effective configuration to file.")
+def config_rewrite(conn: Connection, args: list[bytes]) -> bytes:
+    return error("The server is running without a config file")
+
+
+# --- small server commands ---------------------------------------------------------
+
+# TIME
+@command("time", 1, "loading stale fast", "fast", group="server", since="2.6.0",
+         summary="Returns the server time.")
+def time_(conn: Connection, args: list[bytes]) -> bytes:
+    now = time.time_ns() // 1000
+    return bulk_array([str(now // 1_000_000).encode(), str(now % 1_000_000).encode()])
+
+
+# DBSIZE
+@command("dbsize", 1, "readonly fast", "keyspace read fast", group="server", since="1.0.0",
+         summary="Returns the number of keys in the database.")
+def dbsize(conn: Connection, args: list[bytes]) -> bytes:
+    return integer(len(conn.server.keyspace.dbs[conn.db].data))
+
+
+# SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]
+@command("shutdown", -1, "admin noscript loading stale no_multi sentinel allow_busy",
+         "admin slow dangerous", group="server", since="1.0.0",
+         summary="Synchronously saves the database(s) to disk and shuts down the Redis server.")
+def shutdown(conn: Connection, args: list[bytes]) -> bytes | None:
+    options = {a.lower() for a in args[1:]}
+    if not options <= {b"nosave", b"save", b"now", b"force", b"abort"} or \
+            {b"nosave", b"save"} <= options:
+        return error("syntax error")
+    if b"abort" in options:
+        if len(options) > 1:
+            return error("syntax error")
+        return error("No shutdown in progress.")
+    conn.server.shutdown_requested.set()
+    conn.closing = True
+    return None
