@@ -20,8 +20,9 @@ from typing import Any
 
 import trio
 
-import server.commands.connection  # noqa: F401  (importing registers the commands)
-import server.commands.pubsub  # noqa: F401
+# Importing the command modules registers their commands in the table.
+import server.commands.connection
+import server.commands.pubsub
 import server.commands.server  # noqa: F401
 from pubsub.hub import Hub
 from server.config import Config
