@@ -1,0 +1,135 @@
+"""Shared fixtures: a respd server per test, a real redis-server when installed, raw clients."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import pytest
+
+from server.serve import running
+
+DEADLINE = 10.0  # seconds any wait in the tests may take before it fails
+
+
+class RawClient:
+    """A plain socket speaking raw RESP, for protocol edge cases and exact bytes."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection((host, port), timeout=DEADLINE)
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def command(self, *args: bytes | str) -> None:
+        """Send one multibulk request."""
+        parts = [a.encode() if isinstance(a, str) else a for a in args]
+        self.send(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%b\r\n" % (len(p), p)
+                                                      for p in parts))
+
+    def read_exactly(self, n: int) -> bytes:
+        """Wait (within the deadline) for exactly n bytes."""
+        while len(self.buffer) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError(f"closed after {self.buffer!r}")
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def expect(self, data: bytes) -> None:
+        """Read len(data) bytes and check they are data."""
+        got = self.read_exactly(len(data))
+        assert got == data
+
+    def read_until_closed(self) -> bytes:
+        """Everything until the server closes the connection."""
+        while True:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                data, self.buffer = self.buffer, b""
+                return data
+            self.buffer += chunk
+
+    def read_available(self, wait: float = 0.2) -> bytes:
+        """Whatever arrives within `wait` seconds (for comparing two servers' output)."""
+        self.sock.settimeout(wait)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    break
+                self.buffer += chunk
+        except TimeoutError:
+            pass
+        finally:
+            self.sock.settimeout(DEADLINE)
+        data, self.buffer = self.buffer, b""
+        return data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def wait_until(condition, timeout: float = DEADLINE, message: str = "condition") -> None:
+    """Poll a condition until it holds, failing after the deadline (no fixed sleeps)."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {message}")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def respd_url() -> Iterator[str]:
+    """A fresh respd server on an ephemeral loopback port, in a background thread."""
+    with running(port=0, bind=["127.0.0.1"]) as url:
+        yield url
+
+
+@pytest.fixture
+def respd_port(respd_url: str) -> int:
+    return urlparse(respd_url).port
+
+
+@pytest.fixture
+def raw(respd_port: int) -> Iterator[RawClient]:
+    """A raw RESP client connected to a fresh respd."""
+    client = RawClient(respd_port)
+    yield client
+    client.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_port() -> Iterator[int]:
+    """A real redis-server for differential tests; skipped when it is not installed."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--save", "", "--appendonly", "no",
+                             "--bind", "127.0.0.1"], stdout=subprocess.DEVNULL)
+    try:
+        def answers() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    return s.recv(7) == b"+PONG\r\n"
+            except OSError:
+                return False
+        wait_until(answers, message="redis-server to start")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=DEADLINE)
