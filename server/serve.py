@@ -100,7 +100,12 @@ class Server:
     async def _accept(self, listener: trio.socket.SocketType, nursery: trio.Nursery) -> None:
         """Accept clients on one listening socket, each in a task of its own."""
         while True:
-            sock, _ = await listener.accept()
+            try:
+                sock, _ = await listener.accept()
+            except OSError as exc:  # out of file descriptors, a reset in the queue...
+                log.warning("Accepting client connection: %s", exc.strerror)
+                await trio.sleep(0.01)  # let the descriptors free up rather than spin
+                continue
             self.connections_received += 1
             if len(self.clients) >= self.config["maxclients"]:
                 self.rejected_connections += 1
