@@ -51,10 +51,13 @@ def parse_options(argv: list[str]) -> Config:
     return Config(**parsed)
 
 
-async def _main(config: Config) -> None:
-    """Serve until SIGINT/SIGTERM or SHUTDOWN; a signal starts a graceful shutdown."""
+async def _main(config: Config) -> str | None:
+    """Serve until SIGINT/SIGTERM or SHUTDOWN; return why the server could not start."""
     async with trio.open_nursery() as nursery:
-        srv = await nursery.start(serve, config)
+        try:
+            srv = await nursery.start(serve, config)
+        except StartupError as exc:  # raised alone: no other task runs yet
+            return str(exc)
         print(f"respd listening on {srv.url}", flush=True)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async def watch() -> None:
@@ -66,6 +69,7 @@ async def _main(config: Config) -> None:
             nursery.start_soon(watch)
             await srv.shutdown_requested.wait()
             nursery.cancel_scope.cancel()
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(process)d:M %(asctime)s.%(msecs)03d %(levelname).1s %(message)s",
         datefmt="%d %b %Y %H:%M:%S")
     try:
-        trio.run(_main, config)
-    except StartupError as exc:
-        print(f"respd: {exc}", file=sys.stderr)
-        return 1
+        problem = trio.run(_main, config)
     except KeyboardInterrupt:
         return 130
+    if problem is not None:
+        print(f"respd: {problem}", file=sys.stderr)
+        return 1
     return 0

@@ -101,7 +101,11 @@ def command_count(conn: Connection, args: list[bytes]) -> bytes:
 @command("command|list", -2, "loading stale", "slow connection", group="server", since="7.0.0",
          summary="Returns a list of command names.")
 def command_list(conn: Connection, args: list[bytes]) -> bytes:
-    return bulk_array(cmd.name.encode() for cmd in TABLE.values())
+    names = []
+    for cmd in TABLE.values():
+        names.append(cmd.name.encode())
+        names.extend(sub.name.encode() for sub in (cmd.subcommands or {}).values())
+    return bulk_array(names)
 
 
 # COMMAND INFO [command-name ...]
