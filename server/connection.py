@@ -148,6 +148,11 @@ class Connection(Subscriber):
                 server.flush_touched(self)
             if self.outbox:
                 await self.send_outbox()
+                # Backpressure: a client that does not read its replies is not read
+                # either, so its pipelined requests cannot grow the server's memory.
+                # (A subscriber's growth is bounded by the pub/sub output limits.)
+                while self.outbox and not self.sending and not self.subscribed:
+                    await self.send_outbox()
         await self._drain()
 
     async def _writer(self) -> None:
