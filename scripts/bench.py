@@ -1,0 +1,830 @@
+"""Benchmark respd against a real redis-server, side by side, in one run.
+
+Both servers are started on free loopback ports, measured in interleaved
+rounds and stopped at the end.  Three kinds of benchmark are run:
+
+* ``redis-benchmark`` for PING_INLINE, PING_MBULK and PUBLISH, unpipelined and
+  with a pipeline of 16: requests per second and server CPU per request;
+* pub/sub fan-out: one pipelining publisher, S subscribers on one channel read
+  with raw sockets in a separate process; delivered messages per second,
+  server CPU per delivered message, and a check that every subscriber got
+  every message exactly once and in order;
+* publish-to-receive latency at a fixed publish rate: p50 and p99 measured at
+  every subscriber.
+
+Usage: ``python scripts/bench.py [--quick] [--rounds N] [--only NAMES]
+[--json PATH]``.  The table shows, per figure, the median and the min-max range
+over the rounds, and the ratio respd/redis of the medians.
+
+For developing this script without respd, the hidden option ``--respd-cmd``
+replaces respd's command line, e.g. ``--respd-cmd "redis-server --port {port}
+--save '' --appendonly no"`` (ratios should then come out near 1.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import multiprocessing
+import os
+import platform
+import selectors
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from ctypes import c_int64
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import hiredis
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+READY_TIMEOUT = 20.0  # seconds for a server to answer PING after start
+IDLE_TIMEOUT = 10.0  # seconds without data before a subscriber gives up
+RB_TIMEOUT = 60.0  # seconds before a redis-benchmark run is abandoned
+
+CHANNEL = b"bench"
+PAYLOAD_SIZE = 64
+PUBLISH_HEADER = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n" % (
+    len(CHANNEL),
+    CHANNEL,
+    PAYLOAD_SIZE,
+)
+DIGITS = 20  # payload: b"<seq> <send time in ns>" in 20 digits each, padded
+PIPELINE_BATCH = 100
+FANOUT_MAX_LEAD = 20_000  # messages the publisher may run ahead of any subscriber
+FANOUT_MAX_BACKLOG = 200_000  # ... and of all subscribers together (~20 MB)
+
+RB_CLIENTS = 50
+FANOUT_SUBSCRIBERS = (1, 10, 100)
+LATENCY_SUBSCRIBERS = (1, 10, 100)
+LATENCY_MAX_RATE = 5000  # messages/s published in the latency benchmark
+LATENCY_MAX_DELIVERIES = 50_000  # ... capped so that rate * S stays below this
+
+REDIS_ARGV = ["redis-server", "--port", "{port}", "--save", "", "--appendonly", "no"]
+RESPD_ARGV = [sys.executable, "-m", "server", "--port", "{port}"]
+
+
+class BenchError(Exception):
+    """A benchmark run failed or its correctness check did not pass."""
+
+
+# --------------------------------------------------------------------------
+# Data model
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure reported by a benchmark case."""
+
+    key: str
+    unit: str
+
+
+@dataclass
+class Sample:
+    """The outcome of one run of one case against one server."""
+
+    elapsed: float  # seconds of the measured phase
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Run-length settings: --quick uses shorter runs and fewer rounds."""
+
+    rounds: int
+    target_seconds: float  # aimed duration of one throughput run
+    latency_seconds: float  # duration of one latency run
+    probe_seconds: float  # minimum duration of the calibration probe
+
+
+@dataclass(frozen=True)
+class Case:
+    """A named benchmark that can be run against any server.
+
+    ``run`` takes the server and a count.  Throughput cases are ``sized``: the
+    count is calibrated per server so that a run lasts about
+    ``Profile.target_seconds``, starting from ``count``.  Other cases always
+    use ``count``.
+    """
+
+    name: str
+    group: str
+    label: str
+    metrics: tuple[Metric, ...]
+    run: Callable[[Server, int], Sample]
+    count: int
+    sized: bool
+
+
+@dataclass
+class Record:
+    """One run as stored in the JSON output (round 0: failed calibration)."""
+
+    case: str
+    server: str
+    round: int
+    count: int  # requests (redis-benchmark) or messages published
+    elapsed: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+# --------------------------------------------------------------------------
+# Server processes
+
+
+@dataclass
+class Server:
+    """A server process started by this script, listening on ``port``."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def cpu_seconds(self) -> float:
+        """Return the user+sys CPU time the server has used so far."""
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()  # fields[0] is field 3, state
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def log_tail(self, lines: int = 20) -> str:
+        """Return the last lines the server wrote to stdout/stderr."""
+        text = self.log_path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def free_port() -> int:
+    """Return a TCP port on the loopback interface that is currently free."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def start_server(name: str, argv: list[str], log_dir: Path) -> Server:
+    """Start a server command (``{port}`` is substituted) and wait for it."""
+    port = free_port()
+    argv = [arg.replace("{port}", str(port)) for arg in argv]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(name, port, proc, log_path)
+    try:
+        wait_ready(server)
+    except BaseException:
+        stop_server(server)
+        raise
+    return server
+
+
+def wait_ready(server: Server) -> None:
+    """Poll the server with PING until it answers +PONG, or raise."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise BenchError(
+                f"{server.name} exited with status {server.proc.returncode}:\n{server.log_tail()}"
+            )
+        with suppress(OSError), connect(server.port, timeout=1.0) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            reply = b""
+            while not reply.endswith(b"\r\n") and (chunk := sock.recv(64)):
+                reply += chunk
+            if reply == b"+PONG\r\n":
+                return
+        time.sleep(0.02)  # back off between attempts
+    raise BenchError(f"{server.name} did not answer PING within {READY_TIMEOUT}s")
+
+
+def stop_server(server: Server) -> None:
+    """Terminate the server process (by PID) and wait for it to exit."""
+    if server.proc.poll() is None:
+        server.proc.terminate()
+        try:
+            server.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait()
+
+
+# --------------------------------------------------------------------------
+# RESP helpers for the raw-socket clients
+
+
+def connect(port: int, timeout: float | None = None) -> socket.socket:
+    """Open a TCP connection to the server with Nagle's algorithm disabled."""
+    sock = socket.create_connection((HOST, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def encode_command(*args: bytes) -> bytes:
+    """Encode a command as a RESP multibulk."""
+    parts = [b"*%d\r\n" % len(args)]
+    parts += [b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args]
+    return b"".join(parts)
+
+
+def publish_command(seq: int, sent_ns: int = 0) -> bytes:
+    """Encode PUBLISH of a payload carrying a sequence number and a time."""
+    payload = b"%0*d %0*d" % (DIGITS, seq, DIGITS, sent_ns)
+    return PUBLISH_HEADER + payload.ljust(PAYLOAD_SIZE, b".") + b"\r\n"
+
+
+def read_reply(sock: socket.socket, reader: hiredis.Reader) -> object:
+    """Read one complete RESP reply from the socket."""
+    while (reply := reader.gets()) is False:
+        data = sock.recv(65536)
+        if not data:
+            raise BenchError("server closed the connection")
+        reader.feed(data)
+    return reply
+
+
+def expect_integer_replies(
+    sock: socket.socket, reader: hiredis.Reader, count: int, expected: int
+) -> None:
+    """Read ``count`` PUBLISH replies and check each equals ``expected``."""
+    for _ in range(count):
+        reply = read_reply(sock, reader)
+        if reply != expected:
+            raise BenchError(
+                f"PUBLISH replied {reply!r}, expected {expected} (subscriber disconnected?)"
+            )
+
+
+# --------------------------------------------------------------------------
+# Subscriber worker (runs in a separate process)
+
+
+@dataclass
+class Subscription:
+    """One subscriber connection and what it has received so far."""
+
+    index: int
+    sock: socket.socket
+    reader: hiredis.Reader
+    received: int = 0  # frames received
+    next_seq: int = 0  # sequence number expected in the next message
+
+
+@dataclass
+class SubscriberReport:
+    """What the subscriber worker sends back to the publisher."""
+
+    received: list[int]
+    errors: list[str]
+    last_ns: int
+    latencies_ns: list[int]
+
+
+def subscribe(port: int, index: int) -> Subscription:
+    """Connect, SUBSCRIBE to the channel and wait for the confirmation."""
+    sock = connect(port, timeout=READY_TIMEOUT)
+    reader = hiredis.Reader()
+    sock.sendall(encode_command(b"SUBSCRIBE", CHANNEL))
+    reply = read_reply(sock, reader)
+    if reply != [b"subscribe", CHANNEL, 1]:
+        raise BenchError(f"unexpected SUBSCRIBE reply {reply!r}")
+    sock.settimeout(0)
+    return Subscription(index, sock, reader)
+
+
+def subscriber_main(
+    conn: Connection, delivered: c_int64, *, port: int, subscribers: int, count: int, latency: bool
+) -> None:
+    """Worker process: subscribe, report ready, receive, report the result."""
+    subs = [subscribe(port, index) for index in range(subscribers)]
+    conn.send("ready")
+    conn.send(receive_all(subs, count, latency, delivered))
+
+
+def receive_all(
+    subs: list[Subscription], count: int, latency: bool, delivered: c_int64
+) -> SubscriberReport:
+    """Read messages 0 to count-1 on every subscription, checking their order.
+
+    Keeps the total number of messages received in the shared ``delivered``.
+    With ``latency``, also collect the publish-to-receive time of every
+    message from the send time embedded in the payload.
+    """
+    selector = selectors.DefaultSelector()
+    for sub in subs:
+        selector.register(sub.sock, selectors.EVENT_READ, sub)
+    errors: list[str] = []
+    latencies: list[int] = []
+    last_ns = 0
+    while selector.get_map():
+        events = selector.select(timeout=IDLE_TIMEOUT)
+        if not events:
+            add_error(errors, f"no data for {IDLE_TIMEOUT}s")
+            break
+        for key, _ in events:
+            sub: Subscription = key.data
+            data = sub.sock.recv(262144)
+            last_ns = time.perf_counter_ns()
+            if not data:
+                add_error(errors, f"subscriber {sub.index}: connection closed")
+                selector.unregister(sub.sock)
+                continue
+            sub.reader.feed(data)
+            received_before = sub.received
+            while (frame := sub.reader.gets()) is not False:
+                if check_frame(sub, frame, errors) and latency:
+                    latencies.append(last_ns - int(frame[2][DIGITS + 1 : 2 * DIGITS + 1]))
+            delivered.value += sub.received - received_before
+            if sub.next_seq >= count:
+                selector.unregister(sub.sock)
+    for sub in subs:
+        sub.sock.close()
+    return SubscriberReport(
+        received=[sub.received for sub in subs],
+        errors=errors,
+        last_ns=last_ns,
+        latencies_ns=latencies,
+    )
+
+
+def check_frame(sub: Subscription, frame: object, errors: list[str]) -> bool:
+    """Count a pub/sub frame; return whether it is the next message in order."""
+    sub.received += 1
+    if not (
+        isinstance(frame, list)
+        and len(frame) == 3
+        and frame[:2] == [b"message", CHANNEL]
+        and frame[2][:DIGITS].isdigit()
+    ):
+        add_error(errors, f"subscriber {sub.index}: unexpected frame {frame!r:.100}")
+        return False
+    seq = int(frame[2][:DIGITS])
+    expected, sub.next_seq = sub.next_seq, seq + 1
+    if seq != expected:
+        add_error(errors, f"subscriber {sub.index}: expected message {expected}, got {seq}")
+    return seq == expected
+
+
+def add_error(errors: list[str], message: str) -> None:
+    """Record an error message, keeping only the first few."""
+    if len(errors) < 10:
+        errors.append(message)
+
+
+@dataclass
+class SubscriberWorker:
+    """The publisher's handle on a running subscriber worker process."""
+
+    pipe: Connection
+    delivered: c_int64  # messages received by all subscribers so far
+    subscribers: int
+    count: int
+
+    def wait_for_subscribers(self, published: int, max_lead: int) -> None:
+        """Wait until every subscriber may be at most ``max_lead`` messages behind.
+
+        This bounds what the server must buffer (redis drops subscribers that
+        fall 32 MB behind).  Stops waiting if the worker has finished early.
+        """
+        target = (published - max_lead) * self.subscribers
+        while self.delivered.value < target and not self.pipe.poll(0.0002):
+            pass
+
+    def report(self) -> SubscriberReport:
+        """Wait for the worker's report and raise if any message went astray."""
+        report: SubscriberReport = self.pipe.recv()
+        wrong = [n for n in report.received if n != self.count]
+        if report.errors or wrong:
+            raise BenchError(
+                f"{len(wrong)} of {self.subscribers} subscribers received a count other than "
+                f"{self.count} (min {min(report.received)}, max {max(report.received)}); "
+                f"{'; '.join(report.errors[:5]) or 'no ordering error'}"
+            )
+        return report
+
+
+@contextmanager
+def subscriber_worker(
+    port: int, subscribers: int, count: int, latency: bool
+) -> Iterator[SubscriberWorker]:
+    """Start the subscriber worker process; yield a handle once it is subscribed."""
+    parent, child = multiprocessing.Pipe()
+    delivered = multiprocessing.RawValue(c_int64, 0)
+    worker = multiprocessing.Process(
+        target=subscriber_main,
+        args=(child, delivered),
+        kwargs={"port": port, "subscribers": subscribers, "count": count, "latency": latency},
+        daemon=True,
+    )
+    worker.start()
+    child.close()
+    try:
+        if not parent.poll(READY_TIMEOUT) or parent.recv() != "ready":
+            raise BenchError("subscriber worker did not become ready")
+        yield SubscriberWorker(parent, delivered, subscribers, count)
+    except EOFError:
+        raise BenchError("subscriber worker died (see stderr)") from None
+    finally:
+        worker.join(timeout=1.0)  # it exits right after sending its report
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+        parent.close()
+
+
+# --------------------------------------------------------------------------
+# Benchmarks
+
+
+def run_redis_benchmark(server: Server, count: int, test: str, pipeline: int) -> Sample:
+    """Run one redis-benchmark test; return req/s and server CPU per request."""
+    argv = (
+        f"redis-benchmark -h {HOST} -p {server.port} -c {RB_CLIENTS} -n {count} -P {pipeline}"
+        " --csv -q"
+    ).split()
+    if test == "publish":  # no built-in test for PUBLISH in redis-benchmark 7
+        argv += ["PUBLISH", CHANNEL.decode(), "x" * PAYLOAD_SIZE]
+    else:
+        argv += ["-t", test]
+    cpu_before = server.cpu_seconds()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=RB_TIMEOUT, check=False)
+    cpu = server.cpu_seconds() - cpu_before
+    if proc.returncode != 0 or "error" in proc.stderr.lower():
+        raise BenchError(f"redis-benchmark failed: {proc.stderr.strip()[:300]}")
+    rps = parse_rps(proc.stdout)
+    return Sample(count / rps, {"rps": rps, "cpu_us": cpu * 1e6 / count})
+
+
+def parse_rps(output: str) -> float:
+    """Return the requests per second of the single test in --csv output."""
+    rows = list(csv.DictReader(io.StringIO(output)))
+    if len(rows) != 1:
+        raise BenchError(f"unexpected redis-benchmark output: {output[:300]!r}")
+    return float(rows[0]["rps"])
+
+
+def run_fanout(server: Server, count: int, subscribers: int) -> Sample:
+    """Publish ``count`` messages to S subscribers; return deliveries/s."""
+    with (
+        subscriber_worker(server.port, subscribers, count, latency=False) as worker,
+        connect(server.port) as pub,
+    ):
+        reader = hiredis.Reader()
+        max_lead = min(FANOUT_MAX_LEAD, FANOUT_MAX_BACKLOG // subscribers)
+        cpu_before = server.cpu_seconds()
+        start_ns = time.perf_counter_ns()
+        for first in range(0, count, PIPELINE_BATCH):
+            worker.wait_for_subscribers(first, max_lead)
+            batch = range(first, min(first + PIPELINE_BATCH, count))
+            pub.sendall(b"".join(publish_command(seq) for seq in batch))
+            expect_integer_replies(pub, reader, len(batch), subscribers)
+        report = worker.report()
+        cpu = server.cpu_seconds() - cpu_before
+    elapsed = (report.last_ns - start_ns) / 1e9
+    deliveries = count * subscribers
+    return Sample(
+        elapsed,
+        {"msgs_per_s": deliveries / elapsed, "cpu_us": cpu * 1e6 / deliveries},
+    )
+
+
+def latency_rate(subscribers: int) -> int:
+    """Return the publish rate (msg/s) of the latency benchmark for S."""
+    return min(LATENCY_MAX_RATE, LATENCY_MAX_DELIVERIES // subscribers)
+
+
+def run_latency(server: Server, count: int, subscribers: int) -> Sample:
+    """Publish at a fixed rate, unpipelined; return p50/p99 latency in us."""
+    interval_ns = 1_000_000_000 // latency_rate(subscribers)
+    with (
+        subscriber_worker(server.port, subscribers, count, latency=True) as worker,
+        connect(server.port) as pub,
+    ):
+        reader = hiredis.Reader()
+        start_ns = time.perf_counter_ns()
+        for seq in range(count):
+            delay_ns = start_ns + seq * interval_ns - time.perf_counter_ns()
+            if delay_ns > 0:
+                time.sleep(delay_ns / 1e9)
+            pub.sendall(publish_command(seq, time.perf_counter_ns()))
+            expect_integer_replies(pub, reader, 1, subscribers)
+        report = worker.report()
+    latencies = sorted(report.latencies_ns)
+    return Sample(
+        (report.last_ns - start_ns) / 1e9,
+        {"p50_us": percentile(latencies, 50) / 1e3, "p99_us": percentile(latencies, 99) / 1e3},
+    )
+
+
+def percentile(sorted_values: list[int], pct: float) -> int:
+    """Return the nearest-rank percentile of an ascending list."""
+    rank = max(1, round(pct / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def build_cases(profile: Profile) -> list[Case]:
+    """Return every benchmark case, in the order they are run and shown."""
+    rb_metrics = (Metric("rps", "req/s"), Metric("cpu_us", "srv CPU us/req"))
+    cases = [
+        Case(
+            name=f"{test}-P{pipeline}",
+            group=test,
+            label=f"{test.upper()} -P{pipeline}",
+            metrics=rb_metrics,
+            run=partial(run_redis_benchmark, test=test, pipeline=pipeline),
+            count=1_000,
+            sized=True,
+        )
+        for test in ("ping_inline", "ping_mbulk", "publish")
+        for pipeline in (1, 16)
+    ]
+    cases += [
+        Case(
+            name=f"fanout-S{subs}",
+            group="fanout",
+            label=f"fan-out S={subs}",
+            metrics=(Metric("msgs_per_s", "msg/s"), Metric("cpu_us", "srv CPU us/msg")),
+            run=partial(run_fanout, subscribers=subs),
+            count=max(50, 2_000 // subs),
+            sized=True,
+        )
+        for subs in FANOUT_SUBSCRIBERS
+    ]
+    cases += [
+        Case(
+            name=f"latency-S{subs}",
+            group="latency",
+            label=f"latency S={subs} @{latency_rate(subs)}/s",
+            metrics=(Metric("p50_us", "p50 us"), Metric("p99_us", "p99 us")),
+            run=partial(run_latency, subscribers=subs),
+            count=round(latency_rate(subs) * profile.latency_seconds),
+            sized=False,
+        )
+        for subs in LATENCY_SUBSCRIBERS
+    ]
+    return cases
+
+
+def select_cases(cases: list[Case], only: str | None) -> list[Case]:
+    """Keep the cases whose name or group is in the comma-separated ``only``."""
+    if not only:
+        return cases
+    wanted = {token.strip() for token in only.split(",") if token.strip()}
+    known = {c.name for c in cases} | {c.group for c in cases}
+    if unknown := wanted - known:
+        raise SystemExit(
+            f"--only: unknown {', '.join(sorted(unknown))}; choose from {', '.join(sorted(known))}"
+        )
+    return [c for c in cases if c.name in wanted or c.group in wanted]
+
+
+# --------------------------------------------------------------------------
+# Orchestration
+
+
+RUN_ERRORS = (BenchError, OSError, subprocess.SubprocessError)
+
+
+def report_failure(what: str, server: Server, exc: Exception) -> str:
+    """Print a failed run (with the server's log if it died); return the error."""
+    error = f"{type(exc).__name__}: {exc}"
+    progress("")
+    print(f"ERROR {what} on {server.name}: {error}", file=sys.stderr)
+    if server.proc.poll() is not None:
+        print(f"{server.name} exited; its log ends with:\n{server.log_tail()}", file=sys.stderr)
+    return error
+
+
+def calibrate(case: Case, server: Server, profile: Profile) -> int:
+    """Return a count for which ``case`` runs ~target_seconds on ``server``.
+
+    Probes with growing counts until a run lasts at least probe_seconds, then
+    extrapolates.  The probes double as a warm-up.
+    """
+    count = case.count
+    while True:
+        sample = case.run(server, count)
+        if sample.elapsed >= profile.probe_seconds:
+            break
+        count = int(count * min(50.0, 2 * profile.probe_seconds / max(sample.elapsed, 1e-3)))
+    return max(case.count, int(count * profile.target_seconds / sample.elapsed))
+
+
+def run_case(case: Case, server: Server, round_no: int, count: int) -> Record:
+    """Run a case once, turning a failure into a Record with an error."""
+    record = Record(case.name, server.name, round_no, count)
+    try:
+        sample = case.run(server, count)
+    except RUN_ERRORS as exc:
+        record.error = report_failure(case.name, server, exc)
+    else:
+        record.elapsed = sample.elapsed
+        record.metrics = sample.metrics
+    return record
+
+
+def run_all(cases: list[Case], servers: list[Server], profile: Profile) -> list[Record]:
+    """Calibrate, then run every case on every server for each round."""
+    counts: dict[tuple[str, str], int] = {}
+    records: list[Record] = []
+    for case in cases:
+        for server in servers:
+            if not case.sized:
+                counts[case.name, server.name] = case.count
+                continue
+            progress(f"calibrating {case.name} on {server.name}")
+            try:
+                counts[case.name, server.name] = calibrate(case, server, profile)
+            except RUN_ERRORS as exc:
+                error = report_failure(f"calibrating {case.name}", server, exc)
+                records.append(Record(case.name, server.name, 0, case.count, error=error))
+    for round_no in range(1, profile.rounds + 1):
+        order = servers if round_no % 2 else servers[::-1]
+        for case in cases:
+            for server in order:
+                if (case.name, server.name) in counts:
+                    progress(f"round {round_no}/{profile.rounds}: {case.name} on {server.name}")
+                    count = counts[case.name, server.name]
+                    records.append(run_case(case, server, round_no, count))
+    progress("")
+    return records
+
+
+def progress(message: str) -> None:
+    """Show a one-line progress message on stderr when it is a terminal."""
+    if sys.stderr.isatty():
+        print(f"\r\033[K{message}", end="", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# Reporting
+
+
+def values_of(records: list[Record], case: str, server: str, key: str) -> list[float]:
+    """Return the successful figures of one metric of one case on one server."""
+    return [
+        r.metrics[key]
+        for r in records
+        if r.case == case and r.server == server and key in r.metrics
+    ]
+
+
+def fmt_number(value: float) -> str:
+    """Format a figure with about three significant digits."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def fmt_summary(values: list[float]) -> str:
+    """Format 'median [min-max]', or n/a when there are no figures."""
+    if not values:
+        return "n/a"
+    mid = fmt_number(statistics.median(values))
+    if len(values) == 1:
+        return mid
+    return f"{mid} [{fmt_number(min(values))}-{fmt_number(max(values))}]"
+
+
+def render_table(cases: list[Case], records: list[Record]) -> str:
+    """Render the comparison table of all cases and metrics."""
+    header = (
+        "benchmark",
+        "unit",
+        "respd median [min-max]",
+        "redis median [min-max]",
+        "respd/redis",
+    )
+    rows = [header]
+    for case in cases:
+        for metric in case.metrics:
+            ours = values_of(records, case.name, "respd", metric.key)
+            theirs = values_of(records, case.name, "redis", metric.key)
+            ratio = (
+                f"{statistics.median(ours) / statistics.median(theirs):.2f}"
+                if ours and theirs and statistics.median(theirs)
+                else "n/a"
+            )
+            rows.append((case.label, metric.unit, fmt_summary(ours), fmt_summary(theirs), ratio))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i < 2 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append("(req/s, msg/s: higher is better; us: lower is better)")
+    return "\n".join(lines)
+
+
+def write_json(
+    path: Path, args: argparse.Namespace, profile: Profile, records: list[Record]
+) -> None:
+    """Write the settings and every raw figure to ``path``."""
+    data = {
+        "settings": {k: v for k, v in vars(args).items() if k != "json"},
+        "profile": asdict(profile),
+        "python": sys.version,
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "runs": [asdict(r) for r in records],
+    }
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, help="rounds per case (default 3, --quick 1)")
+    parser.add_argument("--quick", action="store_true", help="one round of shorter runs")
+    parser.add_argument(
+        "--only",
+        metavar="NAMES",
+        help="comma-separated case names or groups, e.g. fanout,ping_inline-P16",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write raw figures here")
+    parser.add_argument("--respd-cmd", help=argparse.SUPPRESS)  # dev: replace respd's argv
+    args = parser.parse_args(argv)
+    if args.rounds is not None and args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return args
+
+
+def make_profile(args: argparse.Namespace) -> Profile:
+    """Return the run-length settings chosen by --quick and --rounds."""
+    if args.quick:
+        return Profile(args.rounds or 1, target_seconds=1.0, latency_seconds=1.0, probe_seconds=0.1)
+    return Profile(args.rounds or 3, target_seconds=1.5, latency_seconds=2.0, probe_seconds=0.2)
+
+
+def exit_on_sigterm(signum: int, _frame: object) -> None:
+    """Turn SIGTERM into SystemExit so that the servers are still stopped."""
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start both servers, run the benchmarks, print the table."""
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
+    args = parse_args(argv)
+    profile = make_profile(args)
+    cases = select_cases(build_cases(profile), args.only)
+    if not shutil.which("redis-benchmark"):
+        print("redis-benchmark not found: skipping its cases", file=sys.stderr)
+        cases = [c for c in cases if not c.name.startswith(("ping", "publish"))]
+    commands = {"respd": shlex.split(args.respd_cmd) if args.respd_cmd else RESPD_ARGV}
+    if shutil.which("redis-server"):
+        commands["redis"] = REDIS_ARGV
+    else:
+        print("redis-server not found: measuring respd only", file=sys.stderr)
+    servers: list[Server] = []
+    with tempfile.TemporaryDirectory(prefix="respd-bench-") as log_dir:
+        try:
+            for name, command in commands.items():
+                servers.append(start_server(name, command, Path(log_dir)))
+            records = run_all(cases, servers, profile)
+        except BenchError as exc:
+            print(f"ERROR: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            for server in servers:
+                stop_server(server)
+    print(render_table(cases, records))
+    if args.json:
+        write_json(args.json, args, profile, records)
+    failures = [r for r in records if r.error]
+    if failures:
+        print(f"\n{len(failures)} run(s) failed, see errors above", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
