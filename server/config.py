@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pubsub.glob import match
+from server.keyspace import format_events
+from server.keyspace import parse_events as letters_to_flags
 
 _UNITS = {b"": 1, b"k": 1000, b"kb": 1024, b"m": 1000**2, b"mb": 1024**2,
           b"g": 1000**3, b"gb": 1024**3}
@@ -37,6 +39,16 @@ def parse_int(text: bytes) -> int:
         raise ConfigError("argument couldn't be parsed into an integer") from None
 
 
+def _bounded(low: int, high: int) -> Callable[[bytes], int]:
+    """An integer parameter that Redis keeps within [low, high]."""
+    def parse(text: bytes) -> int:
+        value = parse_int(text)
+        if not low <= value <= high:
+            raise ConfigError(f"argument must be between {low} and {high} inclusive")
+        return value
+    return parse
+
+
 def parse_bool(text: bytes) -> bool:
     value = text.lower()
     if value not in (b"yes", b"no"):
@@ -55,6 +67,14 @@ def _enum(*choices: str) -> Callable[[bytes], str]:
 
 def parse_string(text: bytes) -> str:
     return text.decode(errors="surrogateescape")
+
+
+def parse_events(text: bytes) -> int:
+    """notify-keyspace-events: Redis's class letters (validated) to flags."""
+    try:
+        return letters_to_flags(text.decode(errors="replace"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def parse_words(text: bytes) -> list[str]:
@@ -125,9 +145,12 @@ PARAMS: dict[str, Param] = {
     "requirepass": Param("", parse_string),
     "maxmemory": Param(0, parse_memory),
     "maxmemory-policy": Param("noeviction", _enum(
-        "noeviction", "allkeys-lru", "volatile-lru", "allkeys-lfu", "volatile-lfu",
-        "allkeys-random", "volatile-random", "volatile-ttl")),
-    "notify-keyspace-events": Param("", parse_string),
+        "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl", "allkeys-lru",
+        "allkeys-lfu", "allkeys-random", "noeviction")),
+    "maxmemory-samples": Param(5, _bounded(1, 64)),
+    "lfu-log-factor": Param(10, _bounded(0, 2**31 - 1)),
+    "lfu-decay-time": Param(1, _bounded(0, 2**31 - 1)),
+    "notify-keyspace-events": Param(0, parse_events, format_events),
     "hz": Param(10, parse_int),
     "save": Param("", parse_string),
     "appendonly": Param(False, parse_bool),

@@ -56,6 +56,8 @@ class Connection(Subscriber):
         "last_interaction",
         "lib_name",
         "lib_ver",
+        "multi",
+        "multi_failed",
         "name",
         "parser",
         "raw",
@@ -64,6 +66,8 @@ class Connection(Subscriber):
         "sock",
         "soft_limit_since",
         "wakeup",
+        "watch_dirty",
+        "watching",
     )
 
     def __init__(self, server: Server, sock: trio.socket.SocketType, client_id: int) -> None:
@@ -92,6 +96,10 @@ class Connection(Subscriber):
         self.last_command = "NULL"  # for CLIENT LIST's cmd=
         self.soft_limit_since: float | None = None  # when the output soft limit was passed
         self.flags = ""  # extra CLIENT LIST flags
+        self.multi: list | None = None  # commands queued since MULTI (None: not in MULTI)
+        self.multi_failed = False  # a command was refused while queuing: EXEC aborts
+        self.watching: list = []  # (database, key) pairs this client WATCHes
+        self.watch_dirty = False  # a watched key changed: EXEC fails
 
     @property
     def proto(self) -> int:

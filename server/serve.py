@@ -22,12 +22,16 @@ import trio
 
 # Importing the command modules registers their commands in the table.
 import server.commands.connection
+import server.commands.keys
 import server.commands.pubsub
-import server.commands.server  # noqa: F401
+import server.commands.server
+import server.commands.strings
+import server.commands.transactions  # noqa: F401
 from pubsub.hub import Hub
 from server.config import Config
 from server.connection import Connection
-from server.keyspace import Keyspace
+from server.commands.transactions import unwatch_all
+from server.keyspace import Keyspace, active_expiry
 
 log = logging.getLogger("respd")
 
@@ -46,7 +50,7 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.hub = Hub()
-        self.keyspace = Keyspace(config["databases"])
+        self.keyspace = Keyspace(config, self.hub)
         self.clients: dict[int, Connection] = {}  # client id -> connection, in id order
         self.next_client_id = 1
         self.started = time.time()
@@ -68,8 +72,9 @@ class Server:
         host, port = self.addresses[0]
         return f"redis://[{host}]:{port}" if ":" in host else f"redis://{host}:{port}"
 
-    def flush_touched(self, publisher: Connection) -> None:
-        """Send each subscriber given messages by this batch what its socket takes now."""
+    def flush_touched(self, publisher: Connection | None) -> None:
+        """Send each subscriber given messages by this batch what its socket takes now
+        (publisher None: the keyspace's expiry task published them)."""
         for conn in self.hub.take_touched():
             if conn is not publisher:
                 conn.flush_nowait()
@@ -95,6 +100,7 @@ class Server:
     def forget(self, conn: Connection) -> None:
         """Remove a connection that has ended, and every subscription it had."""
         self.hub.remove_all(conn)
+        unwatch_all(conn)
         self.clients.pop(conn.id, None)
 
     async def _accept(self, listener: trio.socket.SocketType, nursery: trio.Nursery) -> None:
@@ -191,6 +197,7 @@ async def serve(config: Config | None = None, *,
             async with trio.open_nursery() as accepting:
                 for listener in listeners:
                     accepting.start_soon(srv._accept, listener, clients)
+                accepting.start_soon(active_expiry, srv)
                 task_status.started(srv)
                 await srv.shutdown_requested.wait()
                 accepting.cancel_scope.cancel()

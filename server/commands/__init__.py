@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from resp.encode import error
+from resp.encode import QUEUED, error
 
 if TYPE_CHECKING:
     from server.connection import Connection
@@ -41,6 +41,7 @@ class Command:
     pubsub_ok: bool = False  # allowed while subscribed in RESP2
     no_auth: bool = False  # allowed before authentication
     help_lines: tuple[str, ...] = field(default=())  # the container's HELP text
+    denyoom: bool = False  # refused when over maxmemory and nothing can be evicted
 
 
 TABLE: dict[bytes, Command] = {}  # lowercase name -> command
@@ -54,7 +55,8 @@ def command(name: str, arity: int, flags: str = "", categories: str = "", *, gro
     def register(handler: Handler) -> Handler:
         entry = Command(name, handler, arity, tuple(flags.split()),
                         tuple(categories.split()), group, since, summary, keys,
-                        pubsub_ok=pubsub_ok, no_auth=no_auth)
+                        pubsub_ok=pubsub_ok, no_auth=no_auth,
+                        denyoom="denyoom" in flags.split())
         parent_name, _, sub = name.partition("|")
         if sub:
             parent = TABLE[parent_name.encode()]
@@ -124,19 +126,45 @@ _SUBSCRIBED_ONLY = ("only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESE
                     "in this context")
 
 
+_OOM = error("command not allowed when used memory > 'maxmemory'.", "OOM")
+# Commands that run at once inside MULTI rather than being queued.
+_NOT_QUEUED = frozenset(("exec", "discard", "multi", "watch", "quit", "reset"))
+
+
+def refuse(conn: Connection, reply: bytes) -> None:
+    """Reply with an error that a check before running a command gave (rejectCommand):
+    inside MULTI it also makes EXEC fail."""
+    if conn.multi is not None:
+        conn.multi_failed = True
+    conn.outbox.append(reply)
+
+
 def execute(conn: Connection, args: list[bytes]) -> None:
     """Run one command for conn and queue its reply in conn's outbox."""
     entry = lookup(args)
     if type(entry) is bytes:
-        conn.outbox.append(entry)
+        refuse(conn, entry)
         return
     if conn.must_authenticate and not entry.no_auth:
-        conn.outbox.append(error("Authentication required.", "NOAUTH"))
+        refuse(conn, error("Authentication required.", "NOAUTH"))
         return
     # In RESP2 a subscribed client reads frames only, so Redis refuses other commands;
     # RESP3 can tell pushes from replies and has no such rule.
     if not conn.resp3 and not entry.pubsub_ok and conn.subscribed:
-        conn.outbox.append(error(f"Can't execute '{entry.name}': {_SUBSCRIBED_ONLY}"))
+        refuse(conn, error(f"Can't execute '{entry.name}': {_SUBSCRIBED_ONLY}"))
+        return
+    if entry.denyoom and conn.server.keyspace.maxmemory \
+            and not conn.server.keyspace.make_room():
+        refuse(conn, _OOM)
+        return
+    if conn.multi is not None and entry.name not in _NOT_QUEUED:
+        # Queuing takes memory too: Redis refuses every queued command when over the limit.
+        keyspace = conn.server.keyspace
+        if keyspace.maxmemory and not keyspace.make_room():
+            refuse(conn, _OOM)
+            return
+        conn.multi.append((entry, args))
+        conn.outbox.append(QUEUED)
         return
     conn.last_command = entry.name
     reply = entry.handler(conn, args)

@@ -17,11 +17,13 @@ from resp.encode import (
 )
 from resp.parser import _parse_int as parse_integer
 from server.commands import command, container, help_reply, wrong_arity
+from server.commands.transactions import discard_transaction
 
 if TYPE_CHECKING:
     from server.connection import Connection
 
 _WRONGPASS = error("invalid username-password pair or user is disabled.", "WRONGPASS")
+_BAD_NAME = error("Client names cannot contain spaces, newlines or special characters.")
 
 
 def _valid_name(name: bytes) -> bool:
@@ -42,7 +44,7 @@ def _check_password(conn: Connection, user: bytes, password: bytes) -> bool:
 
 
 # PING [message]
-@command("ping", -1, "fast sentinel", "fast connection", group="connection", since="1.0.0",
+@command("ping", -1, "fast", "fast connection", group="connection", since="1.0.0",
          summary="Returns the server's liveliness response.", pubsub_ok=True)
 def ping(conn: Connection, args: list[bytes]) -> bytes:
     if len(args) > 2:
@@ -54,14 +56,14 @@ def ping(conn: Connection, args: list[bytes]) -> bytes:
 
 
 # ECHO message
-@command("echo", 2, "fast", "fast connection", group="connection", since="1.0.0",
+@command("echo", 2, "loading stale fast", "fast connection", group="connection", since="1.0.0",
          summary="Returns the given string.")
 def echo(conn: Connection, args: list[bytes]) -> bytes:
     return bulk(args[1])
 
 
 # QUIT
-@command("quit", -1, "allow_busy noscript loading stale fast no_auth allow_busy", "fast connection",
+@command("quit", -1, "noscript loading stale fast no_auth allow_busy", "fast connection",
          group="connection", since="1.0.0", summary="Closes the connection.", pubsub_ok=True,
          no_auth=True)
 def quit_(conn: Connection, args: list[bytes]) -> bytes:
@@ -75,6 +77,7 @@ def quit_(conn: Connection, args: list[bytes]) -> bytes:
          no_auth=True)
 def reset(conn: Connection, args: list[bytes]) -> bytes:
     """Back to a new connection's state; subscriptions go without unsubscribe frames."""
+    discard_transaction(conn)
     conn.server.hub.remove_all(conn)
     conn.resp3 = False
     conn.db = 0
@@ -118,7 +121,11 @@ def hello(conn: Connection, args: list[bytes]) -> bytes:
             credentials = args[i + 1], args[i + 2]
             i += 3
         elif option == b"setname" and i + 1 < len(args):
+            # Redis 7.2+ checks the name here, before later options and AUTH, but only
+            # sets it once authenticated.
             name = args[i + 1]
+            if not _valid_name(name):
+                return _BAD_NAME
             i += 2
         else:
             return error(b"Syntax error in HELLO option '%b'" % args[i])
@@ -130,8 +137,6 @@ def hello(conn: Connection, args: list[bytes]) -> bytes:
                      "the client and select the RESP protocol version at the same time",
                      "NOAUTH")
     if name is not None:
-        if not _valid_name(name):
-            return error("Client names cannot contain spaces, newlines or special characters.")
         conn.name = name
     conn.resp3 = version == 3
     from server.serve import REDIS_VERSION
@@ -149,12 +154,15 @@ def hello(conn: Connection, args: list[bytes]) -> bytes:
 
 
 # SELECT index
-@command("select", 2, "loading stale fast", "keyspace fast", group="connection",
+@command("select", 2, "loading stale fast", "fast connection", group="connection",
          since="1.0.0", summary="Changes the selected database.")
 def select(conn: Connection, args: list[bytes]) -> bytes:
     index = parse_integer(args[1])
     if index is None:
-        return error("invalid DB index")
+        return error("value is not an integer or out of range")
+    if not -2**31 <= index < 2**31:
+        # Redis's generic int-range message, "must between" included.
+        return error("value is out of range, value must between -2147483648 and 2147483647")
     if conn.server.config["cluster-enabled"] and index != 0:
         return error("SELECT is not allowed in cluster mode")
     if not 0 <= index < len(conn.server.keyspace.dbs):
@@ -163,7 +171,7 @@ def select(conn: Connection, args: list[bytes]) -> bytes:
     return OK
 
 
-container("client", "sentinel", "slow", group="connection", since="2.4.0",
+container("client", "", "slow", group="connection", since="2.4.0",
           summary="A container for client connection commands.", help_lines=(
               "CACHING (YES|NO)", "GETNAME", "    Return the name of the current connection.",
               "ID", "    Return the ID of the current connection.",
@@ -182,7 +190,7 @@ container("client", "sentinel", "slow", group="connection", since="2.4.0",
               "NO-EVICT (ON|OFF)", "NO-TOUCH (ON|OFF)",
           ))
 
-command("client|help", 2, "loading stale", "slow", group="connection", since="5.0.0",
+command("client|help", 2, "loading stale", "slow connection", group="connection", since="5.0.0",
         summary="Returns helpful text about the different subcommands.")(help_reply)
 
 
@@ -198,7 +206,7 @@ def client_id(conn: Connection, args: list[bytes]) -> bytes:
          since="2.6.9", summary="Sets the connection name.")
 def client_setname(conn: Connection, args: list[bytes]) -> bytes:
     if not _valid_name(args[2]):
-        return error("Client names cannot contain spaces, newlines or special characters.")
+        return _BAD_NAME
     conn.name = args[2]
     return OK
 
@@ -262,7 +270,7 @@ def client_list(conn: Connection, args: list[bytes]) -> bytes:
                        if c.subscribed == wanted and kind in (b"normal", b"pubsub")]
         elif option == b"id" and len(args) > 3:
             ids = [parse_integer(a) for a in args[3:]]
-            if any(i is None or i <= 0 for i in ids):
+            if None in ids:
                 return error("Invalid client ID")
             clients = [c for c in clients if c.id in ids]
         else:
@@ -338,17 +346,17 @@ def _kill(conn: Connection, victims: list[Connection]) -> None:
             victim.kill(None)
 
 
-def _on_off(name: str, summary: str) -> None:
+def _on_off(name: str, flags: str, categories: str, since: str, summary: str) -> None:
     """CLIENT NO-EVICT / NO-TOUCH: accepted; respd does not evict clients or track LRU yet."""
 
     def handler(conn: Connection, args: list[bytes]) -> bytes:
         return OK if args[2].lower() in (b"on", b"off") else error("syntax error")
 
-    command(f"client|{name}", 3, "admin noscript loading stale", "admin slow dangerous connection",
-            group="connection", since="7.0.0" if name == "no-evict" else "7.2.0",
+    command(f"client|{name}", 3, flags, categories, group="connection", since=since,
             summary=summary)(handler)
 
 
-_on_off("no-evict", "Sets the client eviction mode of the connection.")
-_on_off("no-touch", "Controls whether commands sent by the client affect the LRU/LFU of "
-                    "accessed keys.")
+_on_off("no-evict", "admin noscript loading stale", "admin slow dangerous connection", "7.0.0",
+        "Sets the client eviction mode of the connection.")
+_on_off("no-touch", "noscript loading stale", "slow connection", "7.2.0",
+        "Controls whether commands sent by the client affect the LRU/LFU of accessed keys.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pubsub.hub import CHANNEL, PATTERN, SHARD, Kind
-from resp.encode import bulk, bulk_array, integer
+from resp.encode import bulk, bulk_array, error, integer
 from server.commands import command, container, help_reply
 
 if TYPE_CHECKING:
@@ -74,10 +74,18 @@ command("pubsub|help", 2, "loading stale", "slow", group="pubsub", since="6.2.0"
         summary="Returns helpful text about the different subcommands.")(help_reply)
 
 
+def _syntax_error(args: list[bytes]) -> bytes:
+    """PUBSUB checks some argument counts itself, with Redis's combined message."""
+    return error(b"unknown subcommand or wrong number of arguments for '%b'. Try PUBSUB HELP."
+                 % args[1][:128])
+
+
 def _channels(kind: Kind, name: str, since: str, summary: str) -> None:
     """PUBSUB CHANNELS / SHARDCHANNELS [pattern]: active names, optionally filtered."""
 
     def handler(conn: Connection, args: list[bytes]) -> bytes:
+        if len(args) > 3:
+            return _syntax_error(args)
         pattern = args[2] if len(args) > 2 else None
         return bulk_array(conn.server.hub.active(kind, pattern))
 

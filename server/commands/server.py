@@ -21,6 +21,7 @@ from resp.encode import (
     set_,
     verbatim,
 )
+from resp.parser import _parse_int as parse_integer
 from server.commands import TABLE, Command, command, container, help_reply
 from server.config import ConfigError
 
@@ -158,10 +159,13 @@ def _sections(conn: Connection) -> dict[str, list[tuple[str, object]]]:
     rss = _rss()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cluster = 1 if config["cluster-enabled"] else 0
+    ks = srv.keyspace
     keyspace = [
-        (f"db{i}", f"keys={len(db.data)},expires={len(db.expires)},avg_ttl=0,subexpiry=0")
-        for i, db in enumerate(srv.keyspace.dbs) if db.data
+        (f"db{i}", (f"keys={len(db.data)},expires={len(db.expires)},"
+                    f"avg_ttl={ks.avg_ttl(db)},subexpiry=0"))
+        for i, db in enumerate(ks.dbs) if db.data
     ]
+    peak = max(usage.ru_maxrss * 1024, rss)
     return {
         "server": [
             ("redis_version", REDIS_VERSION), ("respd_version", VERSION),
@@ -185,13 +189,16 @@ def _sections(conn: Connection) -> dict[str, list[tuple[str, object]]]:
                                                     default=0)),
             ("blocked_clients", 0), ("tracking_clients", 0),
             ("pubsub_clients", sum(1 for c in clients if c.subscribed)),
-            ("watching_clients", 0), ("clients_in_timeout_table", 0),
+            ("watching_clients", sum(1 for c in clients if c.watching)),
+            ("clients_in_timeout_table", 0),
         ],
+        # used_memory is the keyspace's accounted bytes, what maxmemory bounds (see
+        # server.keyspace.cost); the interpreter and client buffers show in used_memory_rss.
         "memory": [
-            ("used_memory", rss), ("used_memory_human", _human(rss)),
+            ("used_memory", ks.used), ("used_memory_human", _human(ks.used)),
             ("used_memory_rss", rss), ("used_memory_rss_human", _human(rss)),
-            ("used_memory_peak", usage.ru_maxrss * 1024),
-            ("used_memory_peak_human", _human(usage.ru_maxrss * 1024)),
+            ("used_memory_peak", peak), ("used_memory_peak_human", _human(peak)),
+            ("used_memory_dataset", ks.used),
             ("maxmemory", config["maxmemory"]), ("maxmemory_human", _human(config["maxmemory"])),
             ("maxmemory_policy", config["maxmemory-policy"]),
             ("mem_allocator", "libc"),
@@ -206,8 +213,8 @@ def _sections(conn: Connection) -> dict[str, list[tuple[str, object]]]:
             ("total_commands_processed", srv.commands_processed),
             ("instantaneous_ops_per_sec", 0),
             ("rejected_connections", srv.rejected_connections),
-            ("expired_keys", 0), ("evicted_keys", 0),
-            ("keyspace_hits", 0), ("keyspace_misses", 0),
+            ("expired_keys", ks.expired_keys), ("evicted_keys", ks.evicted_keys),
+            ("keyspace_hits", ks.hits), ("keyspace_misses", ks.misses),
             ("pubsub_channels", len(srv.hub.channels)),
             ("pubsub_patterns", len(srv.hub.patterns)),
             ("pubsubshard_channels", len(srv.hub.shard_channels)),
@@ -278,10 +285,15 @@ def config_get(conn: Connection, args: list[bytes]) -> bytes:
 def config_set(conn: Connection, args: list[bytes]) -> bytes:
     if len(args) % 2:
         return error("wrong number of arguments for 'config|set' command")
+    srv = conn.server
     try:
-        conn.server.config.set(list(zip(args[2::2], args[3::2], strict=True)))
+        srv.config.set(list(zip(args[2::2], args[3::2], strict=True)))
     except ConfigError as exc:
         return error(str(exc))
+    srv.keyspace.configure(srv.config)
+    # Like Redis, a lower maxmemory evicts at once (and is accepted even if it cannot).
+    if srv.keyspace.maxmemory:
+        srv.keyspace.make_room()
     return OK
 
 
@@ -292,6 +304,8 @@ def config_resetstat(conn: Connection, args: list[bytes]) -> bytes:
     srv = conn.server
     srv.commands_processed = srv.connections_received = srv.rejected_connections = 0
     srv.output_limit_disconnections = 0
+    ks = srv.keyspace
+    ks.expired_keys = ks.evicted_keys = ks.hits = ks.misses = 0
     return OK
 
 
@@ -317,6 +331,59 @@ def time_(conn: Connection, args: list[bytes]) -> bytes:
          summary="Returns the number of keys in the database.")
 def dbsize(conn: Connection, args: list[bytes]) -> bytes:
     return integer(len(conn.server.keyspace.dbs[conn.db].data))
+
+
+def _flush_mode(args: list[bytes]) -> bytes | None:
+    """FLUSHDB/FLUSHALL's optional ASYNC or SYNC (both flush at once here): an error or None."""
+    if len(args) == 1 or (len(args) == 2 and args[1].lower() in (b"async", b"sync")):
+        return None
+    return error("syntax error")
+
+
+# FLUSHDB [ASYNC | SYNC]
+@command("flushdb", -1, "write", "keyspace write slow dangerous", group="server",
+         since="1.0.0", summary="Removes all keys from the current database.")
+def flushdb(conn: Connection, args: list[bytes]) -> bytes:
+    problem = _flush_mode(args)
+    if problem is not None:
+        return problem
+    ks = conn.server.keyspace
+    ks.flush(ks.dbs[conn.db])
+    return OK
+
+
+# FLUSHALL [ASYNC | SYNC]
+@command("flushall", -1, "write", "keyspace write slow dangerous", group="server",
+         since="1.0.0", summary="Removes all keys from all databases.")
+def flushall(conn: Connection, args: list[bytes]) -> bytes:
+    problem = _flush_mode(args)
+    if problem is not None:
+        return problem
+    ks = conn.server.keyspace
+    for db in ks.dbs:
+        ks.flush(db)
+    return OK
+
+
+# SWAPDB index1 index2
+@command("swapdb", 3, "write fast", "keyspace write fast dangerous", group="server",
+         since="4.0.0", summary="Swaps two Redis databases.")
+def swapdb(conn: Connection, args: list[bytes]) -> bytes:
+    if conn.server.config["cluster-enabled"]:
+        return error("SWAPDB is not allowed in cluster mode")
+    indexes = []
+    for text, which in ((args[1], "first"), (args[2], "second")):
+        index = parse_integer(text)
+        if index is None or not -(1 << 31) <= index < 1 << 31:
+            return error(f"invalid {which} DB index")
+        indexes.append(index)
+    ks = conn.server.keyspace
+    if not all(0 <= i < len(ks.dbs) for i in indexes):
+        return error("DB index is out of range")
+    first, second = indexes
+    if first != second:
+        ks.swap(ks.dbs[first], ks.dbs[second])
+    return OK
 
 
 # SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]
