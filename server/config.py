@@ -133,7 +133,7 @@ PARAMS: dict[str, Param] = {
     "port": Param(6379, parse_int, mutable=False),
     "loglevel": Param("notice", _enum("debug", "verbose", "notice", "warning", "nothing")),
     "databases": Param(16, parse_int, mutable=False),
-    "maxclients": Param(10000, parse_int),
+    "maxclients": Param(10000, _bounded(1, 4294967295)),
     "timeout": Param(0, parse_int),
     "tcp-keepalive": Param(300, parse_int),
     "proto-max-bulk-len": Param(512 * 1024**2, parse_memory),
@@ -176,14 +176,23 @@ class Config:
         return self.values[name]
 
     def get(self, patterns: list[bytes]) -> list[tuple[str, str]]:
-        """CONFIG GET: each parameter matching any pattern (case-insensitive), once."""
-        found: dict[str, str] = {}
+        """CONFIG GET: each parameter matching any pattern (case-insensitive), once.
+
+        A name without glob characters is echoed as the client spelled it, as Redis does.
+        """
+        found: dict[str, tuple[str, str]] = {}  # parameter -> (name shown, value)
         for pattern in patterns:
-            pattern = pattern.lower()
+            lowered = pattern.lower()
+            if not any(c in lowered for c in b"*?["):
+                name = lowered.decode(errors="replace")
+                if name in PARAMS and name not in found:
+                    found[name] = (pattern.decode(errors="replace"),
+                                   PARAMS[name].fmt(self.values[name]))
+                continue
             for name, param in PARAMS.items():
-                if name not in found and match(pattern, name.encode()):
-                    found[name] = param.fmt(self.values[name])
-        return list(found.items())
+                if name not in found and match(lowered, name.encode()):
+                    found[name] = (name, param.fmt(self.values[name]))
+        return list(found.values())
 
     def set(self, pairs: list[tuple[bytes, bytes]]) -> None:
         """CONFIG SET: all pairs or none. Raises ConfigError with Redis's message."""

@@ -12,8 +12,7 @@ respd answers as) legitimately differ: such steps assert the documented 7.4 repl
 
 The redis-server is shared by the whole session: scenarios leave it as they found it
 (RESET at the end, CONFIG SET only to the values in force, keys named `diff-*`).
-Mismatches in files owned by others are kept in `test_reported_mismatches` as strict
-expected failures, so a fix shows up as an unexpected pass.
+`test_fixed_mismatches` keeps the cases this test once found different, now fixed.
 """
 
 from __future__ import annotations
@@ -471,7 +470,7 @@ def _arity_errors() -> list[Step]:
     steps = []
     for entry in TABLE.values():
         for command_ in [entry, *(entry.subcommands or {}).values()]:
-            # EXEC's rejections have a form of their own (test_reported_mismatches).
+            # EXEC's rejections have a form of their own (test_fixed_mismatches).
             if command_.handler is None or command_.name.encode() in _NEW_SINCE_70 \
                     or command_.name == "exec":
                 continue
@@ -821,21 +820,7 @@ _NEW_SINCE_70: dict[bytes, tuple[object, ...]] = {
                          b"0", b"0", b"0", [b"@slow", b"@connection"]),
 }
 
-# Mismatches in files owned by others, reported to them. Strict: once fixed, the test
-# passes unexpectedly and the entry must go.
-_REPORTED = {
-    b"info": "server/commands/server.py: COMMAND hides the internal `sentinel` flag",
-    b"shutdown": "server/commands/server.py: COMMAND hides the internal `sentinel` flag",
-}
-
-
-def _command_params() -> list[Any]:
-    return [pytest.param(name, id=name.decode(), marks=[pytest.mark.xfail(
-        reason=_REPORTED[name], strict=True)] if name in _REPORTED else [])
-        for name in TABLE]
-
-
-@pytest.mark.parametrize("name", _command_params())
+@pytest.mark.parametrize("name", [pytest.param(name, id=name.decode()) for name in TABLE])
 def test_command_info(name: bytes, proto: int, respd_port: int, redis_port: int) -> None:
     """Metadata of a command and its subcommands, as COMMAND INFO reports it."""
     steps = with_protocol([cmd("c", "COMMAND", "INFO", name)], proto)
@@ -853,48 +838,34 @@ def test_command_info(name: bytes, proto: int, respd_port: int, redis_port: int)
         pytest.fail("\n".join(problems), pytrace=False)
 
 
-# --- mismatches reported to the owners of other files -------------------------------
-
-def reported(owner: str) -> pytest.MarkDecorator:
-    """Expected to fail until the owner fixes it; strict, so the fix shows up here."""
-    return pytest.mark.xfail(reason=owner, strict=True)
-
+# --- mismatches found by this test and since fixed ----------------------------------
 
 @pytest.mark.parametrize(("steps", "only"), [
     pytest.param([cmd("c", "FOO", b"a\x00b", "c"), cmd("c", b"F\x00OO", "a")], None,
-                 id="unknown-command-quotes-up-to-nul",
-                 marks=reported("server/commands/__init__.py: unknown_command")),
+                 id="unknown-command-quotes-up-to-nul"),
     pytest.param([cmd("c", "PUBSUB", "HELP"), cmd("c", "CONFIG", "HELP"),
                   cmd("c", "CLIENT", "HELP", check=help_shape),
                   cmd("c", "COMMAND", "HELP", check=help_shape)], None,
-                 id="help-ends-with-prints-this-help",
-                 marks=reported("server/commands/__init__.py: help_reply; server.py: CONFIG "
-                                "HELP's GET line")),
+                 id="help-ends-with-prints-this-help"),
     pytest.param([cmd("c", "EXEC", "x", requires="exec"), cmd("c", "SUBSCRIBE", "a"),
                   cmd("c", "EXEC", requires="exec")], None,
-                 id="exec-rejected-is-execabort",
-                 marks=reported("server/commands/__init__.py: refuse")),
+                 id="exec-rejected-is-execabort"),
     pytest.param([cmd("c", "CONFIG", "SET", "maxclients", "10000", "hz")], None,
-                 id="config-set-odd-arguments",
-                 marks=reported("server/commands/server.py: config_set")),
+                 id="config-set-odd-arguments"),
     pytest.param([cmd("c", "COMMAND", "INFO", "no-such-command", "other"),
                   cmd("c", "COMMAND", "INFO", "client|no-such")], 2,
-                 id="command-info-unknown-is-null-bulk",
-                 marks=reported("server/commands/server.py: command_info")),
+                 id="command-info-unknown-is-null-bulk"),
     pytest.param([cmd("c", "INFO", "all", check=info_headers),
                   cmd("c", "INFO", "everything", check=info_headers)], None,
-                 id="info-all-sections",
-                 marks=reported("server/commands/server.py: info")),
+                 id="info-all-sections"),
     pytest.param([cmd("c", "CONFIG", "GET", "MAXCLIENTS"),
                   cmd("c", "CONFIG", "GET", "Maxclients", "hz", check=sorted_pairs)], None,
-                 id="config-get-echoes-exact-name",
-                 marks=reported("server/config.py: Config.get")),
+                 id="config-get-echoes-exact-name"),
     pytest.param([cmd("c", "CONFIG", "SET", "maxclients", "0"),
                   cmd("c", "CONFIG", "SET", "maxclients", "-1")], None,
-                 id="config-set-maxclients-range",
-                 marks=reported("server/config.py: maxclients")),
+                 id="config-set-maxclients-range"),
 ])
-def test_reported_mismatches(check: Check, proto: int, steps: list[Step], only: int | None) -> None:
+def test_fixed_mismatches(check: Check, proto: int, steps: list[Step], only: int | None) -> None:
     if only not in (None, proto):
         pytest.skip(f"a RESP{only} difference")
     check(steps)

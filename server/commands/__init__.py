@@ -82,8 +82,13 @@ def help_reply(conn: Connection, args: list[bytes]) -> bytes:
     entry = TABLE[args[0].lower()]
     name = entry.name.upper()
     lines = [f"{name} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-             *entry.help_lines, "HELP", "    Print this help."]
+             *entry.help_lines, "HELP", "    Prints this help."]
     return b"*%d\r\n" % len(lines) + b"".join(b"+%s\r\n" % line.encode() for line in lines)
+
+
+def _c_string(arg: bytes) -> bytes:
+    """An argument as Redis prints it with %s: up to its first NUL byte."""
+    return arg.split(b"\x00", 1)[0]
 
 
 def unknown_command(args: list[bytes]) -> bytes:
@@ -92,13 +97,15 @@ def unknown_command(args: list[bytes]) -> bytes:
     for arg in args[1:]:
         if len(quoted) >= 128:
             break
-        quoted += b"'%b' " % arg[:128 - len(quoted)]
-    return error(b"unknown command '%b', with args beginning with: %b" % (args[0][:128], quoted))
+        quoted += b"'%b' " % _c_string(arg)[:128 - len(quoted)]
+    return error(b"unknown command '%b', with args beginning with: %b"
+                 % (_c_string(args[0])[:128], quoted))
 
 
 def unknown_subcommand(args: list[bytes]) -> bytes:
     """Redis's reply to an unknown subcommand of a container command."""
-    return error(b"unknown subcommand '%b'. Try %b HELP." % (args[1][:128], args[0].upper()))
+    return error(b"unknown subcommand '%b'. Try %b HELP."
+                 % (_c_string(args[1])[:128], _c_string(args[0]).upper()))
 
 
 def wrong_arity(name: str) -> bytes:
@@ -131,9 +138,20 @@ _OOM = error("command not allowed when used memory > 'maxmemory'.", "OOM")
 _NOT_QUEUED = frozenset(("exec", "discard", "multi", "watch", "quit", "reset"))
 
 
-def refuse(conn: Connection, reply: bytes) -> None:
+def refuse(conn: Connection, reply: bytes, args: list[bytes]) -> None:
     """Reply with an error that a check before running a command gave (rejectCommand):
-    inside MULTI it also makes EXEC fail."""
+    inside MULTI it also makes EXEC fail.
+
+    A refused EXEC itself aborts the transaction (and unwatches), and Redis words its
+    error as `-EXECABORT Transaction discarded because of: <reason>`.
+    """
+    if args[0].lower() == b"exec":
+        from server.commands.transactions import discard_transaction
+
+        discard_transaction(conn)
+        reason = reply[1:].removeprefix(b"ERR ")
+        conn.outbox.append(b"-EXECABORT Transaction discarded because of: " + reason)
+        return
     if conn.multi is not None:
         conn.multi_failed = True
     conn.outbox.append(reply)
@@ -143,25 +161,25 @@ def execute(conn: Connection, args: list[bytes]) -> None:
     """Run one command for conn and queue its reply in conn's outbox."""
     entry = lookup(args)
     if type(entry) is bytes:
-        refuse(conn, entry)
+        refuse(conn, entry, args)
         return
     if conn.must_authenticate and not entry.no_auth:
-        refuse(conn, error("Authentication required.", "NOAUTH"))
+        refuse(conn, error("Authentication required.", "NOAUTH"), args)
         return
     # In RESP2 a subscribed client reads frames only, so Redis refuses other commands;
     # RESP3 can tell pushes from replies and has no such rule.
     if not conn.resp3 and not entry.pubsub_ok and conn.subscribed:
-        refuse(conn, error(f"Can't execute '{entry.name}': {_SUBSCRIBED_ONLY}"))
+        refuse(conn, error(f"Can't execute '{entry.name}': {_SUBSCRIBED_ONLY}"), args)
         return
     if entry.denyoom and conn.server.keyspace.maxmemory \
             and not conn.server.keyspace.make_room():
-        refuse(conn, _OOM)
+        refuse(conn, _OOM, args)
         return
     if conn.multi is not None and entry.name not in _NOT_QUEUED:
         # Queuing takes memory too: Redis refuses every queued command when over the limit.
         keyspace = conn.server.keyspace
         if keyspace.maxmemory and not keyspace.make_room():
-            refuse(conn, _OOM)
+            refuse(conn, _OOM, args)
             return
         conn.multi.append((entry, args))
         conn.outbox.append(QUEUED)

@@ -17,7 +17,7 @@ from resp.encode import (
     error,
     integer,
     map_,
-    null_array,
+    null,
     set_,
     verbatim,
 )
@@ -116,7 +116,7 @@ def command_info(conn: Connection, args: list[bytes]) -> bytes:
     if len(args) == 2:
         return command_(conn, args)
     found = [_find(name) for name in args[2:]]
-    return array(_entry(c, conn.proto) if c else null_array(conn.proto) for c in found)
+    return array(_entry(c, conn.proto) if c else null(conn.proto) for c in found)
 
 
 # COMMAND DOCS [command-name ...]
@@ -226,29 +226,33 @@ def _sections(conn: Connection) -> dict[str, list[tuple[str, object]]]:
         "cpu": [("used_cpu_sys", f"{usage.ru_stime:.6f}"),
                 ("used_cpu_user", f"{usage.ru_utime:.6f}")],
         "modules": [],
+        "commandstats": [],
         "errorstats": [],
+        "latencystats": [],
         "cluster": [("cluster_enabled", cluster)],
         "keyspace": keyspace,
     }
 
 
-_DEFAULT_SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replication",
-                     "cpu", "modules", "errorstats", "cluster", "keyspace")
+# Redis prints sections in this order whatever order they were asked in.
+_SECTION_ORDER = ("server", "clients", "memory", "persistence", "stats", "replication", "cpu",
+                  "modules", "commandstats", "errorstats", "latencystats", "cluster", "keyspace")
+_NOT_DEFAULT = frozenset(("commandstats", "latencystats"))
 _TITLES = {"cpu": "CPU", "modules": "Modules", "errorstats": "Errorstats"}
 
 
 # INFO [section [section ...]]
-@command("info", -1, "loading stale sentinel", "slow dangerous", group="server", since="1.0.0",
+@command("info", -1, "loading stale", "slow dangerous", group="server", since="1.0.0",
          summary="Returns information and statistics about the server.")
 def info(conn: Connection, args: list[bytes]) -> bytes:
     sections = _sections(conn)
-    wanted = [a.decode(errors="replace").lower() for a in args[1:]]
-    if not wanted or any(w in ("default", "all", "everything") for w in wanted):
-        names = list(_DEFAULT_SECTIONS) + [w for w in wanted if w in sections]
-    else:
-        names = [w for w in wanted if w in sections]
+    wanted = {a.decode(errors="replace").lower() for a in args[1:]}
+    if wanted & {"all", "everything"}:
+        wanted.update(_SECTION_ORDER)
+    elif not wanted or "default" in wanted:
+        wanted.update(s for s in _SECTION_ORDER if s not in _NOT_DEFAULT)
     blocks = []
-    for name in dict.fromkeys(names):
+    for name in (s for s in _SECTION_ORDER if s in wanted):
         title = _TITLES.get(name, name.capitalize())
         lines = "".join(f"{k}:{v}\r\n" for k, v in sections[name])
         blocks.append(f"# {title}\r\n{lines}")
@@ -259,8 +263,8 @@ def info(conn: Connection, args: list[bytes]) -> bytes:
 
 container("config", "", "slow", group="server", since="2.0.0",
           summary="A container for server configuration commands.", help_lines=(
-              "GET <pattern>", "    Return parameters matching the glob-like <pattern> and their",
-              "    values.",
+              "GET <pattern>",
+              "    Return parameters matching the glob-like <pattern> and their values.",
               "SET <directive> <value>", "    Set the configuration <directive> to <value>.",
               "RESETSTAT", "    Reset statistics reported by the INFO command.",
               "REWRITE", "    Rewrite the configuration file.",
@@ -284,7 +288,7 @@ def config_get(conn: Connection, args: list[bytes]) -> bytes:
          group="server", since="2.0.0", summary="Sets configuration parameters in-flight.")
 def config_set(conn: Connection, args: list[bytes]) -> bytes:
     if len(args) % 2:
-        return error("wrong number of arguments for 'config|set' command")
+        return error("syntax error")
     srv = conn.server
     try:
         srv.config.set(list(zip(args[2::2], args[3::2], strict=True)))
@@ -387,7 +391,7 @@ def swapdb(conn: Connection, args: list[bytes]) -> bytes:
 
 
 # SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]
-@command("shutdown", -1, "admin noscript loading stale no_multi sentinel allow_busy",
+@command("shutdown", -1, "admin noscript loading stale no_multi allow_busy",
          "admin slow dangerous", group="server", since="1.0.0",
          summary="Synchronously saves the database(s) to disk and shuts down the Redis server.")
 def shutdown(conn: Connection, args: list[bytes]) -> bytes | None:
