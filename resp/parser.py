@@ -232,7 +232,7 @@ class RequestParser:
             buf = self._pending
         else:
             buf = data
-        if self._in_reader or buf is data and data[:1] == b"*" and not self.unauthenticated:
+        if self._in_reader or (buf is data and data[:1] == b"*" and not self.unauthenticated):
             self._reader.feed(data)
         else:
             return self._exact(buf)
