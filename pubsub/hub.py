@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from pubsub.glob import compile_pattern, match
+from pubsub.glob import compile_pattern, literal_prefix, match
 from resp.encode import bulk, integer
 
 _MATCH_CACHE_LIMIT = 65536  # channels whose matching patterns are remembered
@@ -89,6 +89,10 @@ class Hub:
         self.patterns: dict[bytes, dict[Subscriber, None]] = {}
         self.shard_channels: dict[bytes, dict[Subscriber, None]] = {}
         self._matchers: dict[bytes, Callable[[bytes], bool]] = {}  # pattern -> compiled glob
+        # The pattern index: patterns grouped by the literal prefix every match starts
+        # with, so a channel is tried only against patterns whose prefix it has.
+        self._by_prefix: dict[bytes, dict[bytes, Callable[[bytes], bool]]] = {}
+        self._prefix_lengths: list[int] = []  # the distinct prefix lengths, ascending
         self._matching: dict[bytes, list[bytes]] = {}  # channel -> patterns that match it
         self.touched: dict[Subscriber, None] = {}  # subscribers given frames since last taken
 
@@ -105,8 +109,7 @@ class Hub:
                 if subs is None:
                     subs = index[name] = {}
                     if kind is PATTERN:
-                        self._matchers[name] = compile_pattern(name)
-                        self._matching.clear()
+                        self._add_pattern(name)
                 subs[sub] = None
             frames.append(_frame(sub, kind.subscribe, name, _count(sub, kind)))
         return b"".join(frames)
@@ -138,8 +141,7 @@ class Hub:
         if not subs:
             del index[name]
             if kind is PATTERN:
-                del self._matchers[name]
-                self._matching.clear()
+                self._drop_pattern(name)
 
     def remove_all(self, sub: Subscriber) -> None:
         """Drop every subscription silently (disconnect, RESET)."""
@@ -148,11 +150,45 @@ class Hub:
                 self._remove(sub, kind, name)
         self.touched.pop(sub, None)
 
+    def _add_pattern(self, pattern: bytes) -> None:
+        """Compile a newly subscribed pattern and index it by its literal prefix."""
+        matcher = self._matchers[pattern] = compile_pattern(pattern)
+        prefix = literal_prefix(pattern)
+        self._by_prefix.setdefault(prefix, {})[pattern] = matcher
+        self._reindex()
+
+    def _drop_pattern(self, pattern: bytes) -> None:
+        """Forget a pattern nobody subscribes to any more."""
+        del self._matchers[pattern]
+        prefix = literal_prefix(pattern)
+        group = self._by_prefix[prefix]
+        del group[pattern]
+        if not group:
+            del self._by_prefix[prefix]
+        self._reindex()
+
+    def _reindex(self) -> None:
+        self._prefix_lengths = sorted({len(prefix) for prefix in self._by_prefix})
+        self._matching.clear()
+
     def _patterns_matching(self, channel: bytes) -> list[bytes]:
-        """The subscribed patterns that match channel, cached until patterns change."""
+        """The subscribed patterns that match channel, in subscription order.
+
+        Only the patterns whose literal prefix starts the channel are tried, and the
+        answer is cached per channel until the set of patterns changes.
+        """
         found = self._matching.get(channel)
         if found is None:
-            found = [p for p, matches in self._matchers.items() if matches(channel)]
+            found = []
+            for length in self._prefix_lengths:
+                if length > len(channel):
+                    break
+                group = self._by_prefix.get(channel[:length])
+                if group:
+                    found.extend(p for p, matches in group.items() if matches(channel))
+            if len(found) > 1:  # keep Redis's order: channel first, then patterns by age
+                order = {p: i for i, p in enumerate(self._matchers)}
+                found.sort(key=order.__getitem__)
             if len(self._matching) >= _MATCH_CACHE_LIMIT:
                 self._matching.clear()
             self._matching[channel] = found

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from pubsub.glob import match
 from pubsub.hub import CHANNEL, PATTERN, SHARD, Hub, Subscriber
 
 
@@ -124,3 +127,22 @@ def test_pattern_cache_follows_pattern_changes() -> None:
     assert hub.publish(b"news.1", b"m") == 1
     hub.unsubscribe(sub, PATTERN, [b"news.*"])
     assert hub.publish(b"news.1", b"m") == 0
+
+
+_GLOB_BYTES = st.sampled_from([*b"ab*?[]^-\\", 0xFF])
+
+
+@given(patterns=st.lists(st.binary(max_size=5).map(bytes) | st.lists(_GLOB_BYTES, max_size=5)
+                         .map(bytes), max_size=12),
+       channels=st.lists(st.lists(st.sampled_from([*b"ab[]-\\", 0xFF]), max_size=6)
+                         .map(bytes), max_size=12))
+def test_pattern_index_finds_exactly_the_matching_patterns_in_order(
+        patterns: list[bytes], channels: list[bytes]) -> None:
+    """The prefix index is only an accelerator: same patterns, same order as trying all."""
+    hub, sub = Hub(), make()
+    hub.subscribe(sub, PATTERN, patterns)
+    ordered = list(dict.fromkeys(patterns))
+    for channel in channels:
+        expected = [p for p in ordered if match(p, channel)]
+        assert hub._patterns_matching(channel) == expected
+        assert hub._patterns_matching(channel) == expected  # and from the cache
