@@ -24,6 +24,8 @@ NULL3 = b"_\r\n"  # RESP3 null
 _SMALL_INTS = [b":%d\r\n" % i for i in range(-1, 1025)]
 _ARRAY_HEADERS = [b"*%d\r\n" % i for i in range(64)]
 _PUSH_HEADERS = [b">%d\r\n" % i for i in range(64)]
+# Redis prints a double that is a whole number within +-2**62 as an integer (double2ll).
+_DOUBLE_INT_LIMIT = 2.0**62
 
 
 def simple(text: str | bytes) -> bytes:
@@ -68,7 +70,7 @@ def null_array(proto: int) -> bytes:
 
 def array_header(n: int) -> bytes:
     """The header of an array of n already-encoded elements."""
-    return _ARRAY_HEADERS[n] if n < 64 else b"*%d\r\n" % n
+    return _ARRAY_HEADERS[n] if 0 <= n < 64 else b"*%d\r\n" % n
 
 
 def array(items: Iterable[bytes]) -> bytes:
@@ -97,18 +99,45 @@ def set_(items: Iterable[bytes], proto: int) -> bytes:
     return head + b"".join(items)
 
 
-def double(value: float, proto: int) -> bytes:
-    """A double: `,value` in RESP3, a bulk string in RESP2 (formatted as Redis does)."""
-    if value == float("inf"):
-        text = b"inf"
-    elif value == float("-inf"):
-        text = b"-inf"
-    elif math.isnan(value):
-        text = b"nan"
+def _format_double(value: float) -> bytes:
+    """A double as Redis 7.2+ prints it (d2string): integers plainly, others as fpconv_dtoa.
+
+    fpconv_dtoa writes the shortest digits that read back as the value (its Grisu2 finds
+    the same digits as repr in all but rare cases), without an exponent from 1e-6 up to
+    below 1e+(digits + 7), otherwise as `1.5e+300` or `1e-7` (no exponent padding).
+    """
+    if math.isnan(value):
+        return b"nan"
+    if math.isinf(value):
+        return b"inf" if value > 0 else b"-inf"
+    if value == 0:
+        return b"-0" if math.copysign(1.0, value) < 0 else b"0"
+    if -_DOUBLE_INT_LIMIT <= value <= _DOUBLE_INT_LIMIT and value.is_integer():
+        return b"%d" % int(value)
+    sign = "-" if value < 0 else ""
+    mantissa, _, exponent = repr(abs(value)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction).lstrip("0")
+    power = int(exponent or 0) - len(fraction)  # value = digits * 10**power
+    stripped = digits.rstrip("0")
+    power += len(digits) - len(stripped)
+    digits, count = stripped, len(stripped)
+    magnitude = abs(power + count - 1)
+    if power >= 0 and magnitude < count + 7:
+        text = digits + "0" * power
+    elif power < 0 and (power > -7 or magnitude < 4):
+        point = count + power
+        text = ("0." + "0" * -point + digits if point <= 0
+                else digits[:point] + "." + digits[point:])
     else:
-        text = repr(value).encode()
-        if text.endswith(b".0"):
-            text = text[:-2]
+        text = (digits[0] + ("." + digits[1:] if count > 1 else "") + "e"
+                + ("-" if power + count - 1 < 0 else "+") + str(magnitude))
+    return (sign + text).encode()
+
+
+def double(value: float, proto: int) -> bytes:
+    """A double: `,value` in RESP3, a bulk string in RESP2 (formatted as Redis 7.2+ does)."""
+    text = _format_double(value)
     return b",%b\r\n" % text if proto == 3 else bulk(text)
 
 
@@ -120,14 +149,18 @@ def boolean(value: bool, proto: int) -> bytes:
 
 
 def verbatim(text: bytes, proto: int, fmt: bytes = b"txt") -> bytes:
-    """A verbatim string: `=len fmt:text` in RESP3, a bulk string in RESP2."""
+    """A verbatim string: `=len fmt:text` in RESP3, a bulk string in RESP2.
+
+    The format is always three bytes: Redis pads a shorter one with spaces and cuts a
+    longer one.
+    """
     if proto == 3:
-        return b"=%d\r\n%b:%b\r\n" % (len(text) + 4, fmt, text)
+        return b"=%d\r\n%b:%b\r\n" % (len(text) + 4, fmt[:3].ljust(3), text)
     return bulk(text)
 
 
 def push_header(n: int, proto: int) -> bytes:
     """The header of an out-of-band push: `>n` in RESP3, an array in RESP2."""
     if proto == 3:
-        return _PUSH_HEADERS[n] if n < 64 else b">%d\r\n" % n
+        return _PUSH_HEADERS[n] if 0 <= n < 64 else b">%d\r\n" % n
     return array_header(n)

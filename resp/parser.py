@@ -8,13 +8,21 @@ Rules, as Redis 7 applies them to client requests:
 - A malformed request yields Redis's `Protocol error: ...` text: the requests before it
   are still returned, and the caller replies the error and closes the connection.
 
-The fast path feeds multibulk requests to hiredis's C `Reader` and checks, from the
-parsed arguments alone, that they occupied exactly the bytes received (a canonical
-encoding of bulk strings only). Anything else - inline commands, unauthenticated
-clients, odd encodings, hiredis errors - goes through `parse_exact`, a direct
-implementation of Redis's rules over the raw bytes, which gives the exact error.
-The raw bytes of an incomplete request are kept so that it can be checked against
-the limits hiredis does not know (count and length ranges, 64 KiB header lines).
+How:
+- The fast path feeds multibulk requests to hiredis's C `Reader`. hiredis reads replies,
+  a wider language than requests (other types, nesting, `~` and `|` aggregates that also
+  come out as lists, `+`, `(` and `=` strings that also come out as bytes), so a request
+  it returns is taken only if it was in Redis's own encoding: an array of bulk strings
+  whose type bytes sit where that encoding puts them (`_encoded_end`).
+- hiredis allocates a list of the announced size as soon as it reads an aggregate header,
+  and freeing it unfilled takes time in proportion: `*2147483647`, which Redis accepts
+  and waits on, would stall the server for seconds, and `*4294967295` raises MemoryError.
+  A buffer where such a count may hide (`_may_hide_big_count`) is not given to hiredis.
+- Everything else (inline commands, unauthenticated clients, what hiredis rejects or
+  reads differently, a request left incomplete by a read) goes through the exact parser,
+  a direct implementation of Redis's rules that gives Redis's error. Like Redis, it keeps
+  the arguments already read of an incomplete multibulk request, so a request arriving
+  in many pieces is read once, never rescanned from its start.
 """
 
 from __future__ import annotations
@@ -33,11 +41,16 @@ DEFAULT_MAX_BULK = 512 * 1024 * 1024  # proto-max-bulk-len
 _INTEGER = re.compile(rb"-?[1-9][0-9]{0,18}|0")
 # Inline lines with none of these split like bytes.split(); others take the slow path.
 _INLINE_SPECIAL = re.compile(rb"[\"'\x0b\x0c]")
-_SPACES = b" \t\n\r\x0b\x0c"
-_SEPARATORS = b" \n\r\t"
+_SPACES = b" \t\n\r\x0b\x0c"  # C's isspace()
+_SEPARATORS = b" \n\r\t"  # what ends an unquoted word in sdssplitargs
 _ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
 _HEX = b"0123456789abcdefABCDEF"
-_BYTES_ONLY = {bytes}
+_STAR, _DOLLAR = ord("*"), ord("$")
+# Aggregate type bytes that make hiredis allocate a list up front become `*`, digits `0`:
+# a count of 10000 or more then shows as `*00000` in the translated buffer.
+_COUNT_SHAPE = bytes(_STAR if i in b"*~|>" else 0x30 if 0x30 <= i <= 0x39 else 0x2E
+                     for i in range(256))
+_BIG_COUNT = b"*00000"
 
 
 class _Incomplete(Exception):
@@ -45,7 +58,7 @@ class _Incomplete(Exception):
 
 
 class _Malformed(Exception):
-    """The request breaks the protocol; args[0] is Redis's error text."""
+    """The request breaks the protocol; args[0] is Redis's error text (bytes)."""
 
 
 def _parse_int(text: bytes) -> int | None:
@@ -124,79 +137,90 @@ def split_args(line: bytes) -> list[bytes] | None:
         args.append(bytes(current))
 
 
-def _multibulk(buf: bytes | bytearray, pos: int, max_bulk: int, unauth: bool):
-    """Parse one multibulk request at pos: (args or None when empty, next position)."""
-    n = len(buf)
-    eol = _find_cr(buf, pos)
-    if eol < 0:
-        if n - pos > INLINE_MAX:
-            raise _Malformed("Protocol error: too big mbulk count string")
-        raise _Incomplete
-    if eol + 2 > n:
-        raise _Incomplete
-    count = _parse_int(bytes(buf[pos + 1:eol]))
-    if count is None or count > INT_MAX:
-        raise _Malformed("Protocol error: invalid multibulk length")
-    if unauth and count > UNAUTH_MAX_MULTIBULK:
-        raise _Malformed("Protocol error: unauthenticated multibulk length")
-    p = eol + 2
-    if count <= 0:
-        return None, p
-    args = []
-    for _ in range(count):
-        eol = _find_cr(buf, p)
-        if eol < 0:
-            if n - p > INLINE_MAX:
-                raise _Malformed("Protocol error: too big bulk count string")
-            raise _Incomplete
-        if eol + 2 > n:
-            raise _Incomplete
-        if buf[p] != 0x24:
-            raise _Malformed(b"Protocol error: expected '$', got '%c'" % buf[p])
-        length = _parse_int(bytes(buf[p + 1:eol]))
-        if length is None or length < 0 or length > max_bulk:
-            raise _Malformed("Protocol error: invalid bulk length")
-        if unauth and length > UNAUTH_MAX_BULK:
-            raise _Malformed("Protocol error: unauthenticated bulk length")
-        start = eol + 2
-        p = start + length + 2  # Redis skips the two bytes after the data unchecked
-        if p > n:
-            raise _Incomplete
-        args.append(bytes(buf[start:start + length]))
-    return args, p
-
-
-def _inline(buf: bytes | bytearray, pos: int):
-    """Parse one inline command line at pos: (args or None when blank, next position)."""
+def _inline(buf: bytes | bytearray, pos: int) -> tuple[list[bytes], int]:
+    """Read the inline command line at pos: (its words, possibly none; next position)."""
     eol = _find_cr(buf, pos, b"\n")
     if eol < 0:
         if len(buf) - pos > INLINE_MAX:
-            raise _Malformed("Protocol error: too big inline request")
+            raise _Malformed(b"Protocol error: too big inline request")
         raise _Incomplete
     end = eol - 1 if eol > pos and buf[eol - 1] == 0x0D else eol
     args = split_args(bytes(buf[pos:end]))
     if args is None:
-        raise _Malformed("Protocol error: unbalanced quotes in request")
-    return (args or None), eol + 1
+        raise _Malformed(b"Protocol error: unbalanced quotes in request")
+    return args, eol + 1
+
+
+def _count(buf: bytes | bytearray, pos: int, unauth: bool) -> tuple[int, int]:
+    """Read the `*count` line of a multibulk request at pos: (count, next position)."""
+    eol = _find_cr(buf, pos)
+    if eol < 0:
+        if len(buf) - pos > INLINE_MAX:
+            raise _Malformed(b"Protocol error: too big mbulk count string")
+        raise _Incomplete
+    if eol + 2 > len(buf):  # the byte after '\r' must be there; Redis does not check it
+        raise _Incomplete
+    count = _parse_int(bytes(buf[pos + 1:eol]))
+    if count is None or count > INT_MAX:
+        raise _Malformed(b"Protocol error: invalid multibulk length")
+    if unauth and count > UNAUTH_MAX_MULTIBULK:
+        raise _Malformed(b"Protocol error: unauthenticated multibulk length")
+    return count, eol + 2
+
+
+def _bulks(buf: bytes | bytearray, pos: int, args: list[bytes], left: int, *, max_bulk: int,
+           unauth: bool) -> tuple[int, int]:
+    """Read up to `left` bulk strings at pos into args: (next position, bulks still due)."""
+    n = len(buf)
+    while left:
+        eol = _find_cr(buf, pos)
+        if eol < 0:
+            if n - pos > INLINE_MAX:
+                raise _Malformed(b"Protocol error: too big bulk count string")
+            break
+        if eol + 2 > n:
+            break
+        if buf[pos] != _DOLLAR:
+            raise _Malformed(b"Protocol error: expected '$', got '%c'" % buf[pos])
+        length = _parse_int(bytes(buf[pos + 1:eol]))
+        if length is None or length < 0 or length > max_bulk:
+            raise _Malformed(b"Protocol error: invalid bulk length")
+        if unauth and length > UNAUTH_MAX_BULK:
+            raise _Malformed(b"Protocol error: unauthenticated bulk length")
+        start = eol + 2
+        if start + length + 2 > n:
+            break
+        args.append(bytes(memoryview(buf)[start:start + length]))  # one copy, even of a bytearray
+        pos = start + length + 2  # Redis skips the two bytes after the data unchecked
+        left -= 1
+    return pos, left
 
 
 def parse_exact(buf: bytes | bytearray, pos: int = 0, max_bulk: int = DEFAULT_MAX_BULK,
-                unauth: bool = False) -> tuple[list[list[bytes]], int, bytes | str | None]:
-    """Take every complete request from buf[pos:] by Redis's rules.
+                unauth: bool = False) -> tuple[list[list[bytes]], int, bytes | None]:
+    """Take every complete request from buf[pos:] by Redis's rules, all at once.
 
-    Returns the commands, the position of the first byte not consumed, and the
-    protocol error that stopped parsing (None if the buffer simply ran out).
+    Returns the commands, the position where the first incomplete or malformed request
+    starts (len(buf) when all was taken), and the protocol error that stopped parsing,
+    Redis's text without the `ERR ` prefix (None if the buffer simply ran out).
+    This is the reference that RequestParser, fed any way, must agree with.
     """
     commands: list[list[bytes]] = []
     n = len(buf)
     try:
         while pos < n:
-            if buf[pos] == 0x2A:
-                args, pos = _multibulk(buf, pos, max_bulk, unauth)
+            if buf[pos] != _STAR:
+                args, end = _inline(buf, pos)
             else:
-                args, pos = _inline(buf, pos)
-            if args is not None:
+                count, end = _count(buf, pos, unauth)
+                args = []
+                end, left = _bulks(buf, end, args, max(count, 0), max_bulk=max_bulk,
+                                   unauth=unauth)
+                if left:
+                    break
+            if args:
                 commands.append(args)
+            pos = end
     except _Incomplete:
         pass
     except _Malformed as exc:
@@ -204,92 +228,134 @@ def parse_exact(buf: bytes | bytearray, pos: int = 0, max_bulk: int = DEFAULT_MA
     return commands, pos, None
 
 
+def _may_hide_big_count(buf: bytes | bytearray, pos: int) -> bool:
+    """Whether hiredis might read an aggregate header of 10000 or more in buf[pos:]."""
+    return _BIG_COUNT in buf[pos:].translate(_COUNT_SHAPE)
+
+
+def _encoded_end(buf: bytes | bytearray, pos: int, args: object) -> int:
+    """Where the request hiredis read at pos ends if it was in Redis's own encoding, else -1.
+
+    hiredis reads only canonical numbers (as string2ll) and ends each header line at its
+    first CRLF, so a `*` at pos, a list of bytes, and a `$` at each place the canonical
+    `*n` / `$len` encoding of that list puts one prove the bytes were that encoding.
+    """
+    if type(args) is not list or buf[pos] != _STAR:
+        return -1
+    pos += 3 + len(str(len(args)))
+    for arg in args:
+        if type(arg) is not bytes or buf[pos] != _DOLLAR:
+            return -1
+        size = len(arg)
+        pos += 5 + size + len(str(size))
+    return pos
+
+
 class RequestParser:
     """Turns the bytes of one connection into commands, keeping what is incomplete."""
 
-    __slots__ = ("_in_reader", "_pending", "_reader", "max_bulk_len", "unauthenticated")
+    __slots__ = ("_args", "_buf", "_left", "_reader", "max_bulk_len", "unauthenticated")
 
     def __init__(self, max_bulk_len: int = DEFAULT_MAX_BULK) -> None:
-        self._reader = hiredis.Reader()
-        self._pending: bytearray | None = None  # raw bytes of an incomplete request
-        self._in_reader = False  # hiredis holds the same incomplete multibulk request
+        self._reader = hiredis.Reader()  # empty between feeds
+        self._buf = bytearray()  # unread bytes of an incomplete request
+        self._args: list[bytes] = []  # arguments read so far of an incomplete multibulk
+        self._left = 0  # bulks still due for that multibulk (0: at a request's start)
         self.max_bulk_len = max_bulk_len
         self.unauthenticated = False  # apply Redis's tighter limits before AUTH
 
     @property
     def pending(self) -> int:
         """How many bytes of an incomplete request are buffered (the query buffer)."""
-        return len(self._pending) if self._pending is not None else 0
+        return len(self._buf)
 
-    def feed(self, data: bytes) -> tuple[list[list[bytes]], bytes | str | None]:
+    def feed(self, data: bytes) -> tuple[list[list[bytes]], bytes | None]:
         """Take all complete commands out of what has arrived so far.
 
-        Returns the commands and, if the stream broke the protocol, the error text
-        (the commands returned come before the bad request and are still to be run).
+        Returns the commands and, if the stream broke the protocol, Redis's error text
+        without the `ERR ` prefix (the commands returned come before the bad request and
+        are still to be run).
         """
-        if self._pending is not None:
-            self._pending += data
-            buf = self._pending
+        if self._left or self._buf:
+            self._buf += data
+            buf: bytes | bytearray = self._buf
         else:
             buf = data
-        if self._in_reader or (buf is data and data[:1] == b"*" and not self.unauthenticated):
-            self._reader.feed(data)
+        commands: list[list[bytes]] = []
+        pos, n = 0, len(buf)
+        fast = None  # whether hiredis may read this buffer, checked at its first use
+        try:
+            if self._left:
+                pos = self._more_bulks(buf, pos, commands)
+            while pos < n and not self._left:
+                if buf[pos] == _STAR and not self.unauthenticated:
+                    if fast is None:
+                        fast = not _may_hide_big_count(buf, pos)
+                    if fast:
+                        pos = self._fast(buf, pos, commands)
+                        if pos == n:
+                            break
+                        fast = False  # the rest of this buffer goes to the exact parser
+                pos = self._exact(buf, pos, commands)
+        except _Incomplete:
+            pass
+        except _Malformed as exc:
+            self._buf, self._args, self._left = bytearray(), [], 0
+            return commands, exc.args[0]
+        if pos >= n:
+            self._buf = bytearray()
+        elif buf is self._buf:
+            del buf[:pos]
         else:
-            return self._exact(buf)
-        return self._fast(buf)
+            self._buf = bytearray(memoryview(buf)[pos:])
+        return commands, None
 
-    def _fast(self, buf: bytes | bytearray) -> tuple[list[list[bytes]], bytes | str | None]:
-        """Parse with hiredis, checking the arguments account for every byte consumed."""
-        commands = []
-        consumed = 0
-        gets = self._reader.gets
+    def _fast(self, buf: bytes | bytearray, pos: int, commands: list[list[bytes]]) -> int:
+        """Take requests from buf[pos:] with hiredis while they are in Redis's encoding.
+
+        Returns where it stopped: len(buf), or the start of a request left for the
+        exact parser (incomplete, or not in Redis's own encoding).
+        """
+        reader = self._reader
+        reader.feed(buf, pos)
+        gets = reader.gets
+        max_bulk = self.max_bulk_len
+        may_be_too_long = len(buf) - pos > max_bulk
         try:
             while (args := gets()) is not False:
-                if type(args) is not list:
-                    return self._exact(buf)
-                n = len(args)
-                if n == 0:
-                    consumed += 4
-                    continue
-                if {*map(type, args)} != _BYTES_ONLY:
-                    return self._exact(buf)
-                consumed += (3 + len(str(n)) + 5 * n + sum(map(len, args))
-                             + sum(map(len, map(str, map(len, args)))))
-                commands.append(args)
-        except hiredis.ProtocolError:
-            return self._exact(buf)
-        if len(buf) > self.max_bulk_len and commands and \
-                max(max(map(len, c)) for c in commands) > self.max_bulk_len:
-            return self._exact(buf)
-        if not self._reader.has_data():
-            if consumed != len(buf):
-                return self._exact(buf)
-            self._pending = None
-            self._in_reader = False
-            return commands, None
-        if consumed >= len(buf):
-            return self._exact(buf)
-        # Check the incomplete request against the limits hiredis does not apply.
-        rest = buf if consumed == 0 else buf[consumed:]
-        more, _, error = parse_exact(rest, 0, self.max_bulk_len)
-        if error is not None:
-            return commands, error
-        if more:
-            return self._exact(buf)
-        self._pending = rest if type(rest) is bytearray else bytearray(rest)
-        self._in_reader = True
-        return commands, None
-
-    def _exact(self, buf: bytes | bytearray) -> tuple[list[list[bytes]], bytes | str | None]:
-        """Parse with Redis's rules in Python; hand a trailing multibulk back to hiredis."""
+                end = _encoded_end(buf, pos, args)
+                if end < 0 or (may_be_too_long and max(map(len, args), default=0) > max_bulk):
+                    break
+                if args:
+                    commands.append(args)
+                pos = end
+            else:
+                if pos == len(buf):  # every byte fed belongs to a request taken
+                    return pos
+        except (hiredis.ProtocolError, TypeError):  # TypeError: a map with a list for key
+            pass
         self._reader = hiredis.Reader()
-        self._in_reader = False
-        commands, pos, error = parse_exact(buf, 0, self.max_bulk_len, self.unauthenticated)
-        if error is not None or pos >= len(buf):
-            self._pending = None
-            return commands, error
-        self._pending = bytearray(buf[pos:])
-        if self._pending[:1] == b"*" and not self.unauthenticated:
-            self._reader.feed(bytes(self._pending))
-            self._in_reader = True
-        return commands, None
+        return pos
+
+    def _exact(self, buf: bytes | bytearray, pos: int, commands: list[list[bytes]]) -> int:
+        """Read one request at pos by Redis's rules; return the next position."""
+        if buf[pos] != _STAR:
+            args, pos = _inline(buf, pos)
+            if args:
+                commands.append(args)
+            return pos
+        count, pos = _count(buf, pos, self.unauthenticated)
+        if count <= 0:
+            return pos
+        self._left = count
+        return self._more_bulks(buf, pos, commands)
+
+    def _more_bulks(self, buf: bytes | bytearray, pos: int,
+                    commands: list[list[bytes]]) -> int:
+        """Read the bulks still due for the current multibulk; keep them if some are missing."""
+        pos, self._left = _bulks(buf, pos, self._args, self._left, max_bulk=self.max_bulk_len,
+                                 unauth=self.unauthenticated)
+        if not self._left:
+            commands.append(self._args)
+            self._args = []
+        return pos

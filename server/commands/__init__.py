@@ -12,6 +12,8 @@ encoded reply, or None when it has queued its replies itself.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -20,6 +22,8 @@ from resp.encode import QUEUED, error
 
 if TYPE_CHECKING:
     from server.connection import Connection
+
+log = logging.getLogger("respd")
 
 Handler = Callable[["Connection", list[bytes]], "bytes | None"]
 
@@ -157,10 +161,34 @@ def refuse(conn: Connection, reply: bytes, args: list[bytes]) -> None:
     conn.outbox.append(reply)
 
 
+# An HTTP request sent to the port (a browser tricked into it, cross-protocol
+# scripting) starts with one of these: Redis drops such a connection without a reply.
+_HTTP_PROBES = (b"post", b"host:")
+
+
+def _abort_http_probe(conn: Connection) -> None:
+    """Close a connection that speaks HTTP, logging it (at most once a minute, as Redis)."""
+    now = time.monotonic()
+    global _last_probe_warning  # noqa: PLW0603
+    if now - _last_probe_warning > 60:
+        _last_probe_warning = now
+        log.warning("Possible SECURITY ATTACK detected. It looks like somebody is sending "
+                    "POST or Host: commands to respd. This is likely due to an attacker "
+                    "attempting to use Cross Protocol Scripting to compromise your respd "
+                    "instance. Connection aborted.")
+    conn.kill(None)
+
+
+_last_probe_warning = -1e9
+
+
 def execute(conn: Connection, args: list[bytes]) -> None:
     """Run one command for conn and queue its reply in conn's outbox."""
     entry = lookup(args)
     if type(entry) is bytes:
+        if args[0].lower() in _HTTP_PROBES:
+            _abort_http_probe(conn)
+            return
         refuse(conn, entry, args)
         return
     if conn.must_authenticate and not entry.no_auth:
