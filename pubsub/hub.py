@@ -26,7 +26,8 @@ _MATCH_CACHE_LIMIT = 65536  # channels whose matching patterns are remembered
 class Subscriber:
     """What the hub needs of a client: an outbox, its protocol and its subscriptions."""
 
-    __slots__ = ("channels", "outbox", "outbox_size", "patterns", "resp3", "shard_channels")
+    __slots__ = ("channels", "outbox", "outbox_size", "patterns", "resp3", "shard_channels",
+                 "subscribed")
 
     def __init__(self) -> None:
         self.outbox: list[bytes] = []  # encoded bytes waiting to be sent, in order
@@ -35,11 +36,9 @@ class Subscriber:
         self.channels: dict[bytes, None] = {}  # subscribed channels, in subscription order
         self.patterns: dict[bytes, None] = {}
         self.shard_channels: dict[bytes, None] = {}
-
-    @property
-    def subscribed(self) -> bool:
-        """Whether the client is in pub/sub mode (any kind of subscription)."""
-        return bool(self.channels or self.patterns or self.shard_channels)
+        # In pub/sub mode (any subscription): read by every RESP2 command's check, so
+        # the hub keeps it up to date rather than computing it each time.
+        self.subscribed = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +59,6 @@ CHANNEL = Kind("channels", _type(b"subscribe"), _type(b"unsubscribe"), False)
 PATTERN = Kind("patterns", _type(b"psubscribe"), _type(b"punsubscribe"), False)
 SHARD = Kind("shard_channels", _type(b"ssubscribe"), _type(b"sunsubscribe"), True)
 
-_MESSAGE = b"$7\r\nmessage\r\n"
 _PMESSAGE = b"$8\r\npmessage\r\n"
 _SMESSAGE = b"$8\r\nsmessage\r\n"
 
@@ -105,6 +103,7 @@ class Hub:
         for name in names:
             if name not in mine:
                 mine[name] = None
+                sub.subscribed = True
                 subs = index.get(name)
                 if subs is None:
                     subs = index[name] = {}
@@ -135,6 +134,7 @@ class Hub:
     def _remove(self, sub: Subscriber, kind: Kind, name: bytes) -> None:
         """Remove one subscription from both sides of the index."""
         del getattr(sub, kind.index)[name]
+        sub.subscribed = bool(sub.channels or sub.patterns or sub.shard_channels)
         index = getattr(self, kind.index)
         subs = index[name]
         del subs[sub]
@@ -202,11 +202,20 @@ class Hub:
         every subscriber's outbox (RESP2 array and RESP3 push differ in one byte).
         """
         delivered = 0
-        tail = b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(channel), channel, len(message), message)
         subs = self.channels.get(channel)
-        if subs:
-            delivered = self._deliver(subs, _MESSAGE + tail, 3)
+        if subs:  # the common case, inlined: one formatting, one loop
+            resp2 = b"*3\r\n$7\r\nmessage\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+                len(channel), channel, len(message), message)
+            resp3 = b">" + resp2[1:]
+            size = len(resp2)
+            for sub in subs:
+                sub.outbox.append(resp3 if sub.resp3 else resp2)
+                sub.outbox_size += size
+            self.touched.update(subs)
+            delivered = len(subs)
         if self._matchers:
+            tail = b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(channel), channel, len(message),
+                                                      message)
             for pattern in self._patterns_matching(channel):
                 head = _PMESSAGE + b"$%d\r\n%b\r\n" % (len(pattern), pattern)
                 delivered += self._deliver(self.patterns[pattern], head + tail, 4)

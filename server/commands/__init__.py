@@ -191,7 +191,7 @@ def execute(conn: Connection, args: list[bytes]) -> None:
             return
         refuse(conn, entry, args)
         return
-    if conn.must_authenticate and not entry.no_auth:
+    if not conn.authenticated and not entry.no_auth:
         refuse(conn, error("Authentication required.", "NOAUTH"), args)
         return
     # In RESP2 a subscribed client reads frames only, so Redis refuses other commands;
