@@ -323,7 +323,13 @@ class RequestParser:
         may_be_too_long = len(buf) - pos > max_bulk
         try:
             while (args := gets()) is not False:
-                end = _encoded_end(buf, pos, args)
+                # The check of _encoded_end, inlined for the common one-argument request.
+                if type(args) is list and len(args) == 1 and type(args[0]) is bytes \
+                        and buf[pos] == _STAR and buf[pos + 4] == _DOLLAR:
+                    size = len(args[0])
+                    end = pos + 9 + size + len(str(size))
+                else:
+                    end = _encoded_end(buf, pos, args)
                 if end < 0 or (may_be_too_long and max(map(len, args), default=0) > max_bulk):
                     break
                 if args:
