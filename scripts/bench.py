@@ -3,7 +3,7 @@
 Both servers are started on free loopback ports, measured in interleaved
 rounds and stopped at the end.  Three kinds of benchmark are run:
 
-* ``redis-benchmark`` for PING_INLINE, PING_MBULK and PUBLISH, unpipelined and
+* ``redis-benchmark`` for PING_INLINE, PING_MBULK, PUBLISH, SET and GET, unpipelined and
   with a pipeline of 16: requests per second and server CPU per request;
 * pub/sub fan-out: one pipelining publisher, S subscribers on one channel read
   with raw sockets in a separate process; delivered messages per second,
@@ -558,7 +558,7 @@ def build_cases(profile: Profile) -> list[Case]:
             count=1_000,
             sized=True,
         )
-        for test in ("ping_inline", "ping_mbulk", "publish")
+        for test in ("ping_inline", "ping_mbulk", "publish", "set", "get")
         for pipeline in (1, 16)
     ]
     cases += [
