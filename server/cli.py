@@ -1,34 +1,47 @@
-"""The `respd` command: redis-server-style options, logging, signals."""
+"""The `respd` command: a config file and redis-server-style options, logging, signals."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import resource
 import signal
 import sys
+from pathlib import Path
 
 import trio
 
-from server.config import PARAMS, Config, ConfigError
+from server.config import PARAMS, Config, ConfigError, ConfigFileError
 from server.serve import VERSION, StartupError, serve
 
-USAGE = """Usage: respd [--<parameter> <value> [<value> ...]] ...
+USAGE = """Usage: respd [/path/to/respd.conf] [--<parameter> <value> [<value> ...]] ...
        respd --version
        respd --help
 
-Every parameter is given as in redis-server, for example:
+The config file has redis.conf's syntax; options given after it override it. Every
+parameter is given as in redis-server, for example:
   respd                                  (127.0.0.1:6379 and [::1]:6379)
   respd --port 0                         (an ephemeral port, printed on start)
-  respd --port 7000 --bind 0.0.0.0 ::
-  respd --loglevel verbose
+  respd /etc/respd.conf --loglevel verbose
+  respd --port 7000 --bind 0.0.0.0 :: --requirepass s3cret
 
 Parameters: """ + ", ".join(PARAMS)
 
 _LEVELS = {"debug": logging.DEBUG, "verbose": logging.DEBUG, "notice": logging.INFO,
            "warning": logging.WARNING, "nothing": logging.CRITICAL + 1}
+_RESERVED_FDS = 32  # descriptors Redis keeps beyond maxclients (listeners, files, ...)
+
+log = logging.getLogger("respd")
 
 
 def parse_options(argv: list[str]) -> Config:
-    """`--name value [value ...]` pairs, values running up to the next `--`; Redis's rules."""
+    """An optional config file, then `--name value [value ...]` pairs (values run up to
+    the next `--`), applied after the file as redis-server does."""
+    config = Config()
+    if argv and not argv[0].startswith("--"):
+        config.load_file(argv[0])
+        argv = argv[1:]
     options: dict[str, bytes] = {}
     name = None
     for word in argv:
@@ -38,37 +51,63 @@ def parse_options(argv: list[str]) -> Config:
                 raise ConfigError(f"Bad directive or wrong number of arguments: '{word}'")
             options[name] = b""
         elif name is None:
-            raise ConfigError(f"Unexpected argument '{word}' (config files are not supported "
-                              "yet; give parameters as --name value)")
+            raise ConfigError(f"Unexpected argument '{word}': give parameters as --name value")
         else:
             options[name] = (options[name] + b" " + word.encode()).strip()
-    parsed = {}
     for key, raw in options.items():
         try:
-            parsed[key] = PARAMS[key].parse(raw)
+            config.assign(key, PARAMS[key].parse(raw))
         except ConfigError as exc:
             raise ConfigError(f"Invalid value for '--{key}': {exc}") from None
-    return Config(**parsed)
+    if config["daemonize"]:
+        raise ConfigError("daemonize yes is not supported: run respd under a supervisor "
+                          "(systemd, a container) instead")
+    return config
+
+
+def _raise_file_limit(config: Config) -> None:
+    """Redis's adjustOpenFilesLimit: make room for maxclients descriptors, or lower
+    maxclients to what the system allows (with a warning)."""
+    wanted = config["maxclients"] + _RESERVED_FDS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft < wanted:
+        config.assign("maxclients", max(soft - _RESERVED_FDS, 1))
+        log.warning("You requested maxclients of %d requiring at least %d max file "
+                    "descriptors. Current maximum open files is %d. maxclients has been "
+                    "reduced to %d to compensate for low ulimit.", wanted - _RESERVED_FDS,
+                    wanted, soft, config["maxclients"])
 
 
 async def _main(config: Config) -> str | None:
-    """Serve until SIGINT/SIGTERM or SHUTDOWN; return why the server could not start."""
+    """Serve until SHUTDOWN or a signal; return why the server could not start.
+
+    The first SIGINT or SIGTERM shuts down gracefully (what is queued is delivered);
+    a second one, during that, stops at once.
+    """
     async with trio.open_nursery() as nursery:
+        async def serve_then_stop(task_status: trio.TaskStatus) -> None:
+            await serve(config, task_status=task_status)
+            nursery.cancel_scope.cancel()  # the signal watcher is all that is left
+
         try:
-            srv = await nursery.start(serve, config)
+            srv = await nursery.start(serve_then_stop)
         except StartupError as exc:  # raised alone: no other task runs yet
             return str(exc)
         print(f"respd listening on {srv.url}", flush=True)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async def watch() -> None:
-                async for signum in signals:
-                    logging.getLogger("respd").warning(
-                        "Received %s scheduling shutdown...", signal.Signals(signum).name)
-                    srv.shutdown_requested.set()
-                    return
-            nursery.start_soon(watch)
-            await srv.shutdown_requested.wait()
-            nursery.cancel_scope.cancel()
+            async for signum in signals:
+                if srv.shutdown_requested.is_set():
+                    log.warning("You insist... exiting now.")
+                    nursery.cancel_scope.cancel()
+                    break
+                log.warning("Received %s scheduling shutdown...", signal.Signals(signum).name)
+                srv.request_shutdown()
     return None
 
 
@@ -83,17 +122,30 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         config = parse_options(argv)
+    except ConfigFileError as exc:
+        print(exc.report(f"respd {VERSION}"), file=sys.stderr)
+        return 1
     except ConfigError as exc:
         print(f"respd: {exc}", file=sys.stderr)
         return 1
+    logfile = config["logfile"]
     logging.basicConfig(
-        level=_LEVELS[config["loglevel"]], stream=sys.stdout,
+        level=_LEVELS[config["loglevel"]],
+        handlers=[logging.FileHandler(logfile) if logfile else logging.StreamHandler(sys.stdout)],
         format="%(process)d:M %(asctime)s.%(msecs)03d %(levelname).1s %(message)s",
         datefmt="%d %b %Y %H:%M:%S")
+    _raise_file_limit(config)
+    pidfile = config["pidfile"]
+    if pidfile:
+        Path(pidfile).write_text(f"{os.getpid()}\n")
     try:
         problem = trio.run(_main, config)
     except KeyboardInterrupt:
         return 130
+    finally:
+        if pidfile:
+            with contextlib.suppress(OSError):
+                Path(pidfile).unlink()
     if problem is not None:
         print(f"respd: {problem}", file=sys.stderr)
         return 1

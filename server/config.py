@@ -1,25 +1,47 @@
-"""Server parameters: defaults, parsing as Redis does, CONFIG GET/SET.
+"""Server parameters: defaults, parsing as Redis does, CONFIG GET/SET, the config file.
 
-Each parameter is declared once with its type; the same parsers serve the command
-line and CONFIG SET, and the same formatters serve CONFIG GET.
+Each parameter is declared once with its type; the same parsers serve the config file,
+the command line and CONFIG SET, and the same formatters serve CONFIG GET. The config
+file has Redis's syntax: one directive per line, arguments split as redis-cli splits
+them (quotes and escapes), `#` comments, `include` of other files, and `user` lines
+declaring ACL users.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pubsub.glob import match
+from resp.parser import split_args
 from server.keyspace import format_events
 from server.keyspace import parse_events as letters_to_flags
 
 _UNITS = {b"": 1, b"k": 1000, b"kb": 1024, b"m": 1000**2, b"mb": 1024**2,
           b"g": 1000**3, b"gb": 1024**3}
+INT_MAX = 2**31 - 1
+LLONG_MAX = 2**63 - 1
 
 
 class ConfigError(ValueError):
     """A value that cannot be used; the message is Redis's reason text."""
+
+
+class ConfigFileError(ConfigError):
+    """A config-file line that cannot be used: where it is, and why."""
+
+    def __init__(self, lineno: int, line: str, reason: str) -> None:
+        super().__init__(reason)
+        self.lineno, self.line, self.reason = lineno, line, reason
+
+    def report(self, product: str) -> str:
+        """Redis's fatal start-up report, naming the file's line and the reason."""
+        return (f"\n*** FATAL CONFIG FILE ERROR ({product}) ***\n"
+                f"Reading the configuration file, at line {self.lineno}\n"
+                f">>> '{self.line}'\n{self.reason}")
 
 
 def parse_memory(text: bytes) -> int:
@@ -47,6 +69,27 @@ def _bounded(low: int, high: int) -> Callable[[bytes], int]:
             raise ConfigError(f"argument must be between {low} and {high} inclusive")
         return value
     return parse
+
+
+def _bounded_memory(low: int, high: int) -> Callable[[bytes], int]:
+    """A memory size (with units) that Redis keeps within [low, high]."""
+    def parse(text: bytes) -> int:
+        value = parse_memory(text)
+        if not low <= value <= high:
+            raise ConfigError(f"argument must be between {low} and {high} inclusive")
+        return value
+    return parse
+
+
+def parse_octal(text: bytes) -> int:
+    """unixsocketperm: file permission bits, written in octal as in chmod."""
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise ConfigError("argument couldn't be parsed into an integer") from None
+    if not 0 <= value <= 0o777:
+        raise ConfigError("argument must be between 0 and 777 inclusive")
+    return value
 
 
 def parse_bool(text: bytes) -> bool:
@@ -120,29 +163,49 @@ def _format(value: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Param:
-    """One parameter: its parser, its CONFIG GET formatter, whether CONFIG SET may change it."""
+    """One parameter: its parser, its CONFIG GET formatter, whether CONFIG SET may change
+    it, and whether a config-file line may give it several words (`bind a b`)."""
 
     default: Any
     parse: Callable[[bytes], Any]
     fmt: Callable[[Any], str] = _format
     mutable: bool = True
+    words: bool = False
 
 
 PARAMS: dict[str, Param] = {
-    "bind": Param(["127.0.0.1", "-::1"], parse_words, mutable=False),
+    "bind": Param(["127.0.0.1", "-::1"], parse_words, mutable=False, words=True),
     "port": Param(6379, parse_int, mutable=False),
+    "tcp-backlog": Param(511, _bounded(0, INT_MAX), mutable=False),
+    "unixsocket": Param("", parse_string, mutable=False),
+    "unixsocketperm": Param(0, parse_octal, lambda v: f"{v:o}", mutable=False),
+    "tls-port": Param(0, _bounded(0, 65535), mutable=False),
+    "tls-cert-file": Param("", parse_string),
+    "tls-key-file": Param("", parse_string),
+    "tls-key-file-pass": Param("", parse_string),
+    "tls-ca-cert-file": Param("", parse_string),
+    "tls-ca-cert-dir": Param("", parse_string),
+    "tls-auth-clients": Param("yes", _enum("no", "yes", "optional")),
+    "tls-protocols": Param("", parse_string),
+    "tls-ciphers": Param("", parse_string),
+    "tls-prefer-server-ciphers": Param(False, parse_bool),
     "loglevel": Param("notice", _enum("debug", "verbose", "notice", "warning", "nothing")),
+    "logfile": Param("", parse_string, mutable=False),
+    "pidfile": Param("", parse_string, mutable=False),
+    "daemonize": Param(False, parse_bool, mutable=False),
     "databases": Param(16, parse_int, mutable=False),
     "maxclients": Param(10000, _bounded(1, 4294967295)),
-    "timeout": Param(0, parse_int),
-    "tcp-keepalive": Param(300, parse_int),
-    "proto-max-bulk-len": Param(512 * 1024**2, parse_memory),
-    "client-query-buffer-limit": Param(1024**3, parse_memory),
+    "timeout": Param(0, _bounded(0, INT_MAX)),
+    "tcp-keepalive": Param(300, _bounded(0, INT_MAX)),
+    "shutdown-timeout": Param(10, _bounded(0, INT_MAX)),
+    "proto-max-bulk-len": Param(512 * 1024**2, _bounded_memory(1024**2, LLONG_MAX)),
+    "client-query-buffer-limit": Param(1024**3, _bounded_memory(1024**2, LLONG_MAX)),
     "client-output-buffer-limit": Param(
         {"normal": (0, 0, 0), "replica": (256 * 1024**2, 64 * 1024**2, 60),
          "pubsub": (32 * 1024**2, 8 * 1024**2, 60)},
-        parse_output_limits, format_output_limits),
+        parse_output_limits, format_output_limits, words=True),
     "requirepass": Param("", parse_string),
+    "acl-pubsub-default": Param("resetchannels", _enum("allchannels", "resetchannels")),
     "maxmemory": Param(0, parse_memory),
     "maxmemory-policy": Param("noeviction", _enum(
         "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl", "allkeys-lru",
@@ -152,28 +215,105 @@ PARAMS: dict[str, Param] = {
     "lfu-decay-time": Param(1, _bounded(0, 2**31 - 1)),
     "notify-keyspace-events": Param(0, parse_events, format_events),
     "hz": Param(10, parse_int),
-    "save": Param("", parse_string),
+    "save": Param("", parse_string, words=True),
     "appendonly": Param(False, parse_bool),
     "protected-mode": Param(True, parse_bool),
     "cluster-enabled": Param(False, parse_bool, mutable=False),
+    "cluster-announce-ip": Param("", parse_string),
+    "cluster-announce-port": Param(0, _bounded(0, 65535)),
+    "cluster-announce-bus-port": Param(0, _bounded(0, 65535)),
+    "tracking-table-max-keys": Param(1000000, _bounded(0, 2**63 - 1)),
 }
 
 
+_INCLUDE_DEPTH = 16  # nested `include` lines beyond this are taken for a loop
+
+
 class Config:
-    """The values in force: start-up options, then CONFIG SET."""
+    """The values in force: the config file, start-up options, then CONFIG SET."""
 
     def __init__(self, **overrides: Any) -> None:
         self.values: dict[str, Any] = {name: p.default for name, p in PARAMS.items()}
+        self.file = ""  # absolute path of the config file read at start ("" if none)
+        self.users: list[tuple[bytes, list[bytes]]] = []  # `user` lines: name, ACL rules
+        # Called with the values CONFIG SET is changing, after they are set; it applies
+        # them, or raises ConfigError (Redis's full message) to have them all undone.
+        self.on_change: Callable[[dict[str, Any]], None] | None = None
         for key, value in overrides.items():
             name = key.replace("_", "-")
             if name not in PARAMS:
                 raise ConfigError(f"unknown parameter '{name}'")
             if isinstance(value, (str, bytes)) and not isinstance(PARAMS[name].default, str):
                 value = PARAMS[name].parse(value.encode() if isinstance(value, str) else value)
-            self.values[name] = value
+            self.assign(name, value)
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
+
+    def assign(self, name: str, value: Any) -> None:
+        """Set a parsed value; client-output-buffer-limit changes only the classes given."""
+        if name == "client-output-buffer-limit":
+            value = {**self.values[name], **value}
+        self.values[name] = value
+
+    # --- the config file ----------------------------------------------------------------
+
+    def load_file(self, path: str) -> None:
+        """Read a config file in Redis's syntax ("-" reads standard input).
+
+        Raises ConfigFileError naming the first line that cannot be used: an unknown
+        directive, a wrong number of arguments, a bad value or unbalanced quotes.
+        """
+        self.file = path if path == "-" else str(Path(path).resolve())
+        self._read(path, 0)
+
+    def _read(self, path: str, depth: int) -> None:
+        if depth > _INCLUDE_DEPTH:
+            raise ConfigError(f"Too many nested includes (is '{path}' including itself?)")
+        try:
+            text = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"Fatal error, can't open config file '{path}': "
+                              f"{exc.strerror}") from None
+        for lineno, raw in enumerate(text.split(b"\n"), 1):
+            line = raw.strip(b" \t\r\n")
+            if not line or line.startswith(b"#"):
+                continue
+            shown = line.decode(errors="replace")
+            words = split_args(line)
+            try:
+                if words is None:
+                    raise ConfigError("Unbalanced quotes in configuration line")
+                if words:
+                    self._directive(words[0].decode(errors="replace").lower(), words[1:],
+                                    depth)
+            except ConfigFileError:
+                raise
+            except ConfigError as exc:
+                raise ConfigFileError(lineno, shown, str(exc)) from None
+
+    def _directive(self, name: str, words: list[bytes], depth: int) -> None:
+        """Apply one config-file line (its name lowercased, its arguments)."""
+        if name == "include" and len(words) == 1:
+            self._read(words[0].decode(errors="surrogateescape"), depth + 1)
+        elif name == "user" and words:
+            from server.acl import AclError, User
+
+            scratch = User(words[0])
+            for rule in words[1:]:
+                try:
+                    scratch.apply(rule)
+                except AclError as exc:
+                    raise ConfigError(f"Error in user declaration "
+                                      f"'{rule.decode(errors='replace')}': {exc}") from None
+            self.users.append((words[0], words[1:]))
+        else:
+            param = PARAMS.get(name)
+            if param is None or name == "include" or not words:
+                raise ConfigError("Bad directive or wrong number of arguments")
+            if len(words) != 1 and not param.words:
+                raise ConfigError("wrong number of arguments")
+            self.assign(name, param.parse(b" ".join(words)))
 
     def get(self, patterns: list[bytes]) -> list[tuple[str, str]]:
         """CONFIG GET: each parameter matching any pattern (case-insensitive), once.
@@ -217,4 +357,11 @@ class Config:
         if "client-output-buffer-limit" in new:
             new["client-output-buffer-limit"] = {**self.values["client-output-buffer-limit"],
                                                  **new["client-output-buffer-limit"]}
+        old = {name: self.values[name] for name in new}
         self.values.update(new)
+        if self.on_change is not None:
+            try:
+                self.on_change(new)
+            except ConfigError:
+                self.values.update(old)
+                raise

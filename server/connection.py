@@ -14,6 +14,7 @@ Who sends (one rule per connection, so bytes stay in order):
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("respd")
 
 RECV_SIZE = 65536
+# A read can carry thousands of small requests with large replies (GET of a big value):
+# such a batch runs CHUNK commands at a time, and once more than REPLY_BOUND bytes of
+# replies wait, they are sent (and, for a client that does not read, waited for) first.
+CHUNK = 64
+REPLY_BOUND = 1 << 20
 
 
 def _address(addr: object) -> str:
@@ -37,6 +43,11 @@ def _address(addr: object) -> str:
     if isinstance(addr, tuple):
         return f"{addr[0]}:{addr[1]}"
     return str(addr or "")
+
+
+def is_local(addr: str) -> bool:
+    """Whether a client's `ip:port` is on the loopback interface (protected mode)."""
+    return addr.startswith(("127.", "::1:"))
 
 
 class Connection(Subscriber):
@@ -64,9 +75,11 @@ class Connection(Subscriber):
         "name",
         "parser",
         "raw",
+        "restricted",
         "server",
         "sock",
         "soft_limit_since",
+        "user",
         "wakeup",
         "watch_dirty",
         "watching",
@@ -78,11 +91,16 @@ class Connection(Subscriber):
         self.sock = sock  # trio socket: the reader and writer await on it
         self.raw = sock._sock  # the stdlib socket, for sends that must not wait
         self.id = client_id
-        try:
-            self.addr = _address(sock.getpeername())
-            self.laddr = _address(sock.getsockname())
-        except OSError:
-            self.addr = self.laddr = ""
+        self.flags = ""  # extra CLIENT LIST flags
+        if sock.family == socket.AF_UNIX:  # Redis shows the socket's path, port 0
+            self.addr = self.laddr = f"{server.config['unixsocket']}:0"
+            self.flags = "U"
+        else:
+            try:
+                self.addr = _address(sock.getpeername())
+                self.laddr = _address(sock.getsockname())
+            except OSError:
+                self.addr = self.laddr = ""
         self.fd = sock.fileno()
         self.name = b""  # CLIENT SETNAME
         self.lib_name = b""  # CLIENT SETINFO LIB-NAME
@@ -95,14 +113,21 @@ class Connection(Subscriber):
         self.closing = False  # close once the outbox is flushed (QUIT, protocol error)
         self.wakeup = trio.Event()  # set to wake the writer
         self.cancel_scope: trio.CancelScope | None = None  # ends both tasks (CLIENT KILL)
-        self.authenticated = not server.config["requirepass"]
+        # As Redis: a new client runs as `default`, and is authenticated if that user has
+        # no password (a client that connected before requirepass was set stays in).
+        self.user = server.acl.default
+        self.authenticated = self.user.nopass and self.user.enabled
+        self.restricted = False  # the dispatcher must check auth or ACL (update_access)
+        self.update_access()
         self.last_command = "NULL"  # for CLIENT LIST's cmd=
         self.soft_limit_since: float | None = None  # when the output soft limit was passed
-        self.flags = ""  # extra CLIENT LIST flags
         self.multi: list | None = None  # commands queued since MULTI (None: not in MULTI)
         self.multi_failed = False  # a command was refused while queuing: EXEC aborts
         self.watching: list = []  # (database, key) pairs this client WATCHes
         self.watch_dirty = False  # a watched key changed: EXEC fails
+
+    # How the reader waits for requests (TLS overrides it: a request may be buffered).
+    wait_readable = staticmethod(trio.lowlevel.wait_readable)
 
     @property
     def proto(self) -> int:
@@ -110,7 +135,15 @@ class Connection(Subscriber):
 
     @property
     def must_authenticate(self) -> bool:
-        return not self.authenticated
+        """Whether only AUTH, HELLO, QUIT and RESET may run (Redis's authRequired)."""
+        return not self.authenticated and self.server.acl.auth_required
+
+    def update_access(self) -> None:
+        """Recompute what is checked before each command, after AUTH, RESET or a change
+        to this client's user or to the default user."""
+        must = self.must_authenticate
+        self.parser.unauthenticated = must  # Redis's tighter request limits before AUTH
+        self.restricted = must or self.user.restricted
 
     # --- the tasks ---------------------------------------------------------------
 
@@ -131,13 +164,15 @@ class Connection(Subscriber):
     async def _reader(self) -> None:
         """Read, run every complete command, answer the whole batch with one send."""
         raw = self.raw
-        wait_readable = trio.lowlevel.wait_readable
+        wait_readable = self.wait_readable
         feed = self.parser.feed
         server = self.server
         while not self.closing:
             # Wait first: after answering, the next request is rarely there yet, and a
             # recv that fails costs a system call. Waiting is also this loop's yield.
             await wait_readable(raw)
+            if self.closing:  # shutting down: requests from now on are not taken
+                break
             try:
                 data = raw.recv(RECV_SIZE)
             except BlockingIOError:
@@ -146,7 +181,12 @@ class Connection(Subscriber):
                 return
             commands, problem = feed(data)
             self.last_interaction = time.monotonic()
+            if self.parser.pending > server.query_buffer_limit:
+                self._query_buffer_overflow()
+                return
             server.commands_processed += len(commands)
+            if len(commands) > CHUNK:
+                commands = await self._run_leading_chunks(commands)
             for args in commands:
                 try:
                     execute(self, args)
@@ -164,13 +204,47 @@ class Connection(Subscriber):
                 server.flush_touched(self)
             if self.outbox and not self.congested:
                 self.send_now()
-                # Backpressure: a client that does not read its replies is not read
-                # either, so its pipelined requests cannot grow the server's memory.
-                # (A subscriber's growth is bounded by the pub/sub output limits.)
                 if self.outbox and not self.subscribed:
-                    self.drained = trio.Event()
-                    await self.drained.wait()
+                    await self._wait_drained()
         await self.drain()
+
+    async def _run_leading_chunks(self, commands: list[list[bytes]]) -> list[list[bytes]]:
+        """Run a large batch CHUNK commands at a time, answering (and waiting for a client
+        that does not read) whenever REPLY_BOUND bytes of replies wait; return the last
+        chunk, for the reader to run and answer as any batch."""
+        server = self.server
+        start = 0
+        while len(commands) - start > CHUNK:
+            for args in commands[start:start + CHUNK]:
+                try:
+                    execute(self, args)
+                except Exception:
+                    log.exception("command %r failed", args[:1])
+                    self.outbox.append(error("internal error"))
+                if self.closing:
+                    return []
+            start += CHUNK
+            if sum(map(len, self.outbox)) > REPLY_BOUND:
+                if server.hub.touched:
+                    server.flush_touched(self)
+                if not self.congested:
+                    self.send_now()
+                    if self.outbox and not self.subscribed:
+                        await self._wait_drained()
+                if self.closing:
+                    return []
+        return commands[start:]
+
+    async def _wait_drained(self) -> None:
+        """Backpressure: a client that does not read its replies is not read either (nor
+        are its pending requests run), so its pipeline cannot grow the server's memory;
+        over its normal-class output limits it is dropped, as Redis drops it.
+        (A subscriber's growth is bounded by the pub/sub output limits instead.)"""
+        if self.server.over_output_limit(self):
+            self.kill("overcoming of output buffer limits")
+            return
+        self.drained = trio.Event()
+        await self.drained.wait()
 
     async def _writer(self) -> None:
         """Send what the kernel refused earlier, as the socket drains; otherwise sleep."""
@@ -222,11 +296,20 @@ class Connection(Subscriber):
             self.outbox_size = 0
 
     def flush_nowait(self) -> None:
-        """Send a subscriber what its socket takes now (from a publisher's task)."""
-        if self.outbox_size and self.subscribed and self.server.over_output_limit(self):
-            self.kill("overcoming of output buffer limits")
-        elif self.outbox and not self.congested:
+        """Send a subscriber what its socket takes now (from a publisher's task); drop it
+        if what the kernel will not take is over its output-buffer limits."""
+        if self.outbox and not self.congested:
             self.send_now()
+        if self.congested and self.server.over_output_limit(self):
+            self.kill("overcoming of output buffer limits")
+
+    def _query_buffer_overflow(self) -> None:
+        """Redis closes a client whose unfinished request passes client-query-buffer-limit,
+        with no reply."""
+        self.server.query_limit_disconnections += 1
+        log.warning("Closing client that reached max query buffer length: id=%d addr=%s "
+                    "(qbuf initial bytes: %d)", self.id, self.addr, self.parser.pending)
+        self.kill(None)
 
     def kill(self, reason: str | None) -> None:
         """Close the connection now, dropping its subscriptions and what it has queued."""

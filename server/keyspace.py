@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from server.config import Config
     from server.connection import Connection
     from server.serve import Server
+    from server.tracking import Tracking
 
 Value = bytes | bytearray  # strings; hashes and lists will add their types here
 
@@ -215,6 +216,7 @@ class Keyspace:
                  now: Callable[[], int] = wall_ms) -> None:
         self.dbs = [Database(i) for i in range(config["databases"])]
         self.hub = hub  # where notifications are published (None: nowhere)
+        self.tracking: Tracking | None = None  # client-side caching, told of every change
         self.now = now  # ms since the epoch
         self.heap: list[tuple[int, int, bytes]] = []  # (when, db, key); stale entries skipped
         self.expiring = 0  # keys with a TTL, all databases
@@ -375,6 +377,8 @@ class Keyspace:
             db.access[key] = self.clock
         if db.watched:
             self.touch_watchers(db, key)
+        if self.tracking is not None:
+            self.tracking.invalidate_key(key)
 
     def replace(self, db: Database, key: bytes, value: Value) -> None:
         """Change an existing key's value in place (APPEND, SETRANGE, INCR): TTL kept."""
@@ -383,6 +387,8 @@ class Keyspace:
         self.used += cost(key, value) - cost(key, old)
         if db.watched:
             self.touch_watchers(db, key)
+        if self.tracking is not None:
+            self.tracking.invalidate_key(key)
 
     def delete(self, db: Database, key: bytes) -> bool:
         """Remove a key if present (no notification: the caller knows the event)."""
@@ -396,6 +402,8 @@ class Keyspace:
             self._drop_ttl(db, key)
         if db.watched:
             self.touch_watchers(db, key)
+        if self.tracking is not None:
+            self.tracking.invalidate_key(key)
         return True
 
     def set_expire(self, db: Database, key: bytes, when: int) -> None:
@@ -418,6 +426,8 @@ class Keyspace:
                 self.wake(when)
         if db.watched:
             self.touch_watchers(db, key)
+        if self.tracking is not None:
+            self.tracking.invalidate_key(key)
 
     def persist(self, db: Database, key: bytes) -> bool:
         """Remove a key's TTL; False if it had none."""
@@ -426,6 +436,8 @@ class Keyspace:
         self._drop_ttl(db, key)
         if db.watched:
             self.touch_watchers(db, key)
+        if self.tracking is not None:
+            self.tracking.invalidate_key(key)
         return True
 
     def _drop_ttl(self, db: Database, key: bytes) -> None:
@@ -435,7 +447,21 @@ class Keyspace:
         self.used -= TTL_OVERHEAD
 
     def flush(self, db: Database) -> None:
-        """Remove every key of db (FLUSHDB): watchers of existing keys are told."""
+        """Remove every key of db (FLUSHDB): watchers of existing keys are told, and
+        tracking clients drop their caches."""
+        self._clear(db)
+        if self.tracking is not None:
+            self.tracking.flushed()
+
+    def flush_all(self) -> None:
+        """Remove every key of every database (FLUSHALL), telling tracking clients once."""
+        for db in self.dbs:
+            self._clear(db)
+        if self.tracking is not None:
+            self.tracking.flushed()
+
+    def _clear(self, db: Database) -> None:
+        """Remove every key of db; watchers of existing keys are told."""
         if db.watched:
             self.touch_all_watchers(db)
         for key, value in db.data.items():

@@ -3,8 +3,9 @@
 Each command is declared once, beside its handler, with Redis's metadata (arity,
 flags, key positions, ACL categories, docs). The same table answers COMMAND and its
 subcommands. `execute` makes the checks Redis makes before running a command, in
-Redis's order: unknown command or subcommand, arity, authentication, and the RESP2
-subscribed-context rule; then it runs the handler and queues its reply.
+Redis's order: unknown command or subcommand, arity, authentication and ACL
+permissions, and the RESP2 subscribed-context rule; then it runs the handler and
+queues its reply.
 
 A handler takes the connection and the arguments (name included) and returns the
 encoded reply, or None when it has queued its replies itself.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from resp.encode import QUEUED, error
@@ -191,8 +192,17 @@ def execute(conn: Connection, args: list[bytes]) -> None:
             return
         refuse(conn, entry, args)
         return
-    if not conn.authenticated and not entry.no_auth:
-        refuse(conn, error("Authentication required.", "NOAUTH"), args)
+    # NOAUTH, then the user's ACL (Redis's order); `restricted` is False for a client
+    # of an unrestricted user that needs no AUTH, so most clients pay this one check.
+    if conn.restricted:
+        denied = conn.server.acl.refusal(conn, entry, args)
+        if denied is not None:
+            refuse(conn, denied, args)
+            return
+    # Observers (cluster slot checks, tracking, waiters) see the command before and as it
+    # runs; without them this costs one attribute check and one test of a local.
+    hooks = conn.server.hooks
+    if hooks and _refused_by_hooks(conn, entry, args):
         return
     # In RESP2 a subscribed client reads frames only, so Redis refuses other commands;
     # RESP3 can tell pushes from replies and has no such rule.
@@ -213,6 +223,78 @@ def execute(conn: Connection, args: list[bytes]) -> None:
         conn.outbox.append(QUEUED)
         return
     conn.last_command = entry.name
+    if hooks:
+        _observed_call(conn, entry, args)
+        return
     reply = entry.handler(conn, args)
     if reply is not None:
         conn.outbox.append(reply)
+
+
+def _refused_by_hooks(conn: Connection, entry: Command, args: list[bytes]) -> bool:
+    """The checks observers add before a command runs; True if it was refused.
+
+    In cluster mode, keys that hash to different slots get CROSSSLOT, after the ACL
+    and before the subscribed-context rule (Redis's order), also while queuing in MULTI.
+    For EXEC the keys of all queued commands count; Redis 7 then discards the
+    transaction and replies the bare CROSSSLOT error, not EXECABORT.
+    """
+    cluster = conn.server.cluster
+    if cluster is not None and cluster.cross_slot(conn, entry, args):
+        from server.commands.cluster import CROSSSLOT
+
+        if entry.name == "exec" and conn.multi is not None:
+            from server.commands.transactions import discard_transaction
+
+            discard_transaction(conn)
+            conn.outbox.append(CROSSSLOT)
+        else:
+            refuse(conn, CROSSSLOT, args)
+        return True
+    return False
+
+
+def _observed_call(conn: Connection, entry: Command, args: list[bytes]) -> None:
+    """Run a command while observers watch: tracking learns which client changes keys
+    (and sends that client its own invalidations after the reply) and what tracking
+    clients read; waiters whose condition now holds wake. The commands EXEC runs are
+    watched as they run."""
+    srv = conn.server
+    tracking = srv.tracking
+    if entry.name == "exec" and conn.multi:
+        conn.multi = [(_watched(queued), queued_args) for queued, queued_args in conn.multi]
+    tracking.current = conn
+    try:
+        reply = entry.handler(conn, args)
+    finally:
+        tracking.current = None
+    if reply is not None:
+        conn.outbox.append(reply)
+    if tracking.clients or tracking.deferred:
+        tracking.after_command(conn, entry, args)
+    if srv.waiting:
+        srv.check_waiting()
+
+
+_WATCHED: dict[Command, Command] = {}  # command -> its twin for EXEC (see _watched)
+
+
+def _watched(entry: Command) -> Command:
+    """The entry EXEC runs for a queued command while observers watch: the same command,
+    with a handler that also shows it to them (a tracking client remembers the keys it
+    reads inside MULTI, as Redis does)."""
+    twin = _WATCHED.get(entry)
+    if twin is None:
+        handler = entry.handler
+        assert handler is not None
+
+        def watched(conn: Connection, args: list[bytes]) -> bytes | None:
+            reply = handler(conn, args)
+            tracking = conn.server.tracking
+            state = tracking.clients.get(conn)
+            if state is not None:
+                tracking.remember(conn, state, entry, args)
+            return reply
+
+        twin = _WATCHED[entry] = replace(entry, handler=watched)
+    return twin

@@ -31,15 +31,15 @@ def _valid_name(name: bytes) -> bool:
     return all(33 <= c <= 126 for c in name)
 
 
-def _check_password(conn: Connection, user: bytes, password: bytes) -> bool:
-    """Authenticate as `user` (only `default` exists); True on success."""
-    required = conn.server.config["requirepass"]
-    if user != b"default":
+def _check_password(conn: Connection, name: bytes, password: bytes) -> bool:
+    """Authenticate as the user `name` (enabled, and the password one of its own or
+    it has nopass); True on success, and the connection then runs as that user."""
+    user = conn.server.acl.authenticate(name, password)
+    if user is None:
         return False
-    if required and password.decode(errors="surrogateescape") != required:
-        return False
+    conn.user = user
     conn.authenticated = True
-    conn.parser.unauthenticated = False
+    conn.update_access()
     return True
 
 
@@ -79,11 +79,14 @@ def reset(conn: Connection, args: list[bytes]) -> bytes:
     """Back to a new connection's state; subscriptions go without unsubscribe frames."""
     discard_transaction(conn)
     conn.server.hub.remove_all(conn)
+    conn.server.tracking.disable(conn)
     conn.resp3 = False
     conn.db = 0
     conn.name = b""
-    conn.authenticated = not conn.server.config["requirepass"]
-    conn.parser.unauthenticated = not conn.authenticated
+    # Back to the default user, authenticated only if it needs no password.
+    conn.user = conn.server.acl.default
+    conn.authenticated = conn.user.nopass and conn.user.enabled
+    conn.update_access()
     return b"+RESET\r\n"
 
 
@@ -94,7 +97,7 @@ def reset(conn: Connection, args: list[bytes]) -> bytes:
 def auth(conn: Connection, args: list[bytes]) -> bytes:
     if len(args) > 3:
         return error("syntax error")
-    if len(args) == 2 and not conn.server.config["requirepass"]:
+    if len(args) == 2 and conn.server.acl.default.nopass:
         return error("AUTH <password> called without any password configured for the default "
                      "user. Are you sure your configuration is correct?")
     user = args[1] if len(args) == 3 else b"default"
@@ -173,7 +176,11 @@ def select(conn: Connection, args: list[bytes]) -> bytes:
 
 container("client", "", "slow", group="connection", since="2.4.0",
           summary="A container for client connection commands.", help_lines=(
-              "CACHING (YES|NO)", "GETNAME", "    Return the name of the current connection.",
+              "CACHING (YES|NO)",
+              "    Enable/disable tracking of the keys for next command in OPTIN/OPTOUT modes.",
+              "GETREDIR",
+              "    Return the client ID we are redirecting to when tracking is enabled.",
+              "GETNAME", "    Return the name of the current connection.",
               "ID", "    Return the ID of the current connection.",
               "INFO", "    Return information about the current client connection.",
               "KILL <ip:port>", "    Kill connection made from <ip:port>.",
@@ -187,6 +194,10 @@ container("client", "", "slow", group="connection", since="2.4.0",
               "LIST [options ...]", "    Return information about client connections.",
               "SETNAME <name>", "    Assign the name <name> to the current connection.",
               "SETINFO <option> <value>", "    Set client meta attr.",
+              "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]]",
+              "         [OPTIN] [OPTOUT] [NOLOOP]",
+              "    Control server assisted client side caching.",
+              "TRACKINGINFO", "    Report tracking status for the current connection.",
               "NO-EVICT (ON|OFF)", "NO-TOUCH (ON|OFF)",
           ))
 
@@ -237,7 +248,8 @@ def client_setinfo(conn: Connection, args: list[bytes]) -> bytes:
 def client_line(conn: Connection) -> bytes:
     """One client's line of CLIENT LIST / CLIENT INFO, with Redis 7.4's fields."""
     now = time.monotonic()
-    flags = ("P" if conn.subscribed else "") + conn.flags or "N"
+    tracking = conn.server.tracking
+    flags = ("P" if conn.subscribed else "") + tracking.client_flags(conn) + conn.flags or "N"
     return (
         f"id={conn.id} addr={conn.addr} laddr={conn.laddr} fd={conn.fd} "
         f"name={conn.name.decode(errors='replace')} age={int(now - conn.created)} "
@@ -246,8 +258,10 @@ def client_line(conn: Connection) -> bytes:
         f"multi={-1 if conn.multi is None else len(conn.multi)} watch={len(conn.watching)} "
         f"qbuf={conn.parser.pending} qbuf-free=0 argv-mem=0 multi-mem=0 "
         f"rbs=16384 rbp=0 obl=0 oll={len(conn.outbox)} omem={conn.outbox_size} "
-        f"tot-mem={conn.outbox_size + 2048} events=r cmd={conn.last_command} user=default "
-        f"redir=-1 resp={conn.proto} lib-name={conn.lib_name.decode(errors='replace')} "
+        f"tot-mem={conn.outbox_size + 2048} events=r cmd={conn.last_command} "
+        f"user={conn.user.name.decode(errors='replace')} "
+        f"redir={tracking.redirect_of(conn)} resp={conn.proto} "
+        f"lib-name={conn.lib_name.decode(errors='replace')} "
         f"lib-ver={conn.lib_ver.decode(errors='replace')}\n"
     ).encode()
 
@@ -318,8 +332,10 @@ def client_kill(conn: Connection, args: list[bytes]) -> bytes:
             clients = [c for c in clients if c.subscribed == (kind == b"pubsub")
                        and kind in (b"normal", b"pubsub")]
         elif option == b"user":
-            if value != b"default":
+            user = conn.server.acl.users.get(value)
+            if user is None:
                 return error(b"No such user '%b'" % value)
+            clients = [c for c in clients if c.user is user]
         elif option == b"skipme":
             if value.lower() not in (b"yes", b"no"):
                 return error("syntax error")
@@ -361,3 +377,38 @@ _on_off("no-evict", "admin noscript loading stale", "admin slow dangerous connec
         "Sets the client eviction mode of the connection.")
 _on_off("no-touch", "noscript loading stale", "slow connection", "7.2.0",
         "Controls whether commands sent by the client affect the LRU/LFU of accessed keys.")
+
+
+# CLIENT TRACKING ON|OFF [REDIRECT id] [PREFIX prefix [PREFIX prefix ...]] [BCAST] [OPTIN]
+#     [OPTOUT] [NOLOOP]
+@command("client|tracking", -3, "noscript loading stale", "slow connection",
+         group="connection", since="6.0.0",
+         summary="Controls server-assisted client-side caching for the connection.")
+def client_tracking(conn: Connection, args: list[bytes]) -> bytes:
+    return conn.server.tracking.command(conn, args)
+
+
+# CLIENT CACHING YES|NO
+@command("client|caching", 3, "noscript loading stale", "slow connection", group="connection",
+         since="6.0.0", summary="Instructs the server whether to track the keys in the next "
+                                "request.")
+def client_caching(conn: Connection, args: list[bytes]) -> bytes:
+    return conn.server.tracking.caching(conn, args)
+
+
+# CLIENT GETREDIR
+@command("client|getredir", 2, "noscript loading stale", "slow connection",
+         group="connection", since="6.0.0",
+         summary="Returns the client ID to which the connection's tracking notifications are "
+                 "redirected.")
+def client_getredir(conn: Connection, args: list[bytes]) -> bytes:
+    return integer(conn.server.tracking.redirect_of(conn))
+
+
+# CLIENT TRACKINGINFO
+@command("client|trackinginfo", 2, "noscript loading stale", "slow connection",
+         group="connection", since="6.2.0",
+         summary="Returns information about server-assisted client-side caching for the "
+                 "connection.")
+def client_trackinginfo(conn: Connection, args: list[bytes]) -> bytes:
+    return conn.server.tracking.info(conn)

@@ -178,7 +178,8 @@ def _sections(conn: Connection) -> dict[str, list[tuple[str, object]]]:
             ("server_time_usec", int(time.time() * 1e6)),
             ("uptime_in_seconds", uptime), ("uptime_in_days", uptime // 86400),
             ("hz", config["hz"]), ("configured_hz", config["hz"]),
-            ("executable", sys.argv[0] and os.path.abspath(sys.argv[0])), ("config_file", ""),
+            ("executable", sys.argv[0] and os.path.abspath(sys.argv[0])),
+            ("config_file", config.file),
         ],
         "clients": [
             ("connected_clients", len(srv.clients)), ("cluster_connections", 0),
@@ -187,7 +188,7 @@ def _sections(conn: Connection) -> dict[str, list[tuple[str, object]]]:
                                                    default=0)),
             ("client_recent_max_output_buffer", max((c.outbox_size for c in clients),
                                                     default=0)),
-            ("blocked_clients", 0), ("tracking_clients", 0),
+            ("blocked_clients", 0), ("tracking_clients", len(srv.tracking.clients)),
             ("pubsub_clients", sum(1 for c in clients if c.subscribed)),
             ("watching_clients", sum(1 for c in clients if c.watching)),
             ("clients_in_timeout_table", 0),
@@ -218,7 +219,8 @@ def _sections(conn: Connection) -> dict[str, list[tuple[str, object]]]:
             ("pubsub_channels", len(srv.hub.channels)),
             ("pubsub_patterns", len(srv.hub.patterns)),
             ("pubsubshard_channels", len(srv.hub.shard_channels)),
-            ("client_query_buffer_limit_disconnections", 0),
+            *srv.tracking.stats(),
+            ("client_query_buffer_limit_disconnections", srv.query_limit_disconnections),
             ("client_output_buffer_limit_disconnections", srv.output_limit_disconnections),
         ],
         "replication": [("role", "master"), ("connected_slaves", 0),
@@ -307,7 +309,7 @@ def config_set(conn: Connection, args: list[bytes]) -> bytes:
 def config_resetstat(conn: Connection, args: list[bytes]) -> bytes:
     srv = conn.server
     srv.commands_processed = srv.connections_received = srv.rejected_connections = 0
-    srv.output_limit_disconnections = 0
+    srv.output_limit_disconnections = srv.query_limit_disconnections = 0
     ks = srv.keyspace
     ks.expired_keys = ks.evicted_keys = ks.hits = ks.misses = 0
     return OK
@@ -317,7 +319,12 @@ def config_resetstat(conn: Connection, args: list[bytes]) -> bytes:
 @command("config|rewrite", 2, "admin noscript loading stale", "admin slow dangerous",
          group="server", since="2.8.0", summary="Persists the effective configuration to file.")
 def config_rewrite(conn: Connection, args: list[bytes]) -> bytes:
-    return error("The server is running without a config file")
+    """Refused: Redis's error without a config file; with one, Redis's failure prefix
+    and why (respd never edits its config file)."""
+    path = conn.server.config.file
+    if not path:
+        return error("The server is running without a config file")
+    return error(f"Rewriting config file: not supported by respd, edit {path} instead")
 
 
 # --- small server commands ---------------------------------------------------------
@@ -363,9 +370,7 @@ def flushall(conn: Connection, args: list[bytes]) -> bytes:
     problem = _flush_mode(args)
     if problem is not None:
         return problem
-    ks = conn.server.keyspace
-    for db in ks.dbs:
-        ks.flush(db)
+    conn.server.keyspace.flush_all()
     return OK
 
 
@@ -403,6 +408,6 @@ def shutdown(conn: Connection, args: list[bytes]) -> bytes | None:
         if len(options) > 1:
             return error("syntax error")
         return error("No shutdown in progress.")
-    conn.server.shutdown_requested.set()
+    conn.server.request_shutdown(now=b"now" in options)
     conn.closing = True
     return None

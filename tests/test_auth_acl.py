@@ -1,0 +1,139 @@
+"""Authentication and ACL users through real clients (redis-py and redis-cli).
+
+requirepass and AUTH in both forms, HELLO ... AUTH, who stays authenticated when the
+password changes, RESET, CLIENT KILL USER; ACL users with passwords, command
+categories and channel patterns, so that a user can be confined to some channels.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from server.serve import running
+from tests.conftest import DEADLINE, RawClient, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+WRONGPASS = "invalid username-password pair or user is disabled."
+
+
+@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
+def protocol(request: pytest.FixtureRequest) -> int:
+    return request.param
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    """A respd with requirepass `s3cret`."""
+    with running(port=0, bind=["127.0.0.1"], requirepass="s3cret") as url:
+        yield urlparse(url).port
+
+
+def client(port: int, protocol: int = 3, **kwargs: object) -> redis.Redis:
+    """A redis-py client that reports errors rather than reconnecting."""
+    return redis.Redis(port=port, protocol=protocol, retry=Retry(NoBackoff(), 0), **kwargs)
+
+
+def redis_cli(port: int, *args: str) -> str:
+    """What redis-cli prints (standard output, then standard error)."""
+    binary = shutil.which("redis-cli")
+    if binary is None:
+        pytest.skip("redis-cli is not installed")
+    done = subprocess.run([binary, "-p", str(port), *args], capture_output=True, text=True,
+                          timeout=DEADLINE, check=False)
+    return (done.stdout + done.stderr).strip()
+
+
+# --- requirepass and AUTH ----------------------------------------------------------
+
+def test_auth_forms(port: int) -> None:
+    raw = RawClient(port)
+    raw.send(b"PING\r\nAUTH nope\r\nAUTH nobody s3cret\r\nAUTH a b c\r\n"
+             b"AUTH s3cret\r\nAUTH default s3cret\r\nPING\r\n")
+    wrongpass = b"-WRONGPASS " + WRONGPASS.encode() + b"\r\n"
+    raw.expect(b"-NOAUTH Authentication required.\r\n" + wrongpass + wrongpass
+               + b"-ERR syntax error\r\n+OK\r\n+OK\r\n+PONG\r\n")
+    raw.close()
+
+
+def test_redis_py_authenticates_in_the_handshake(port: int, protocol: int) -> None:
+    """AUTH (RESP2) or HELLO 3 AUTH (RESP3), with or without the user name."""
+    for kwargs in ({"password": "s3cret"}, {"username": "default", "password": "s3cret"}):
+        r = client(port, protocol, client_name="named", **kwargs)
+        assert r.client_getname() in (b"named", "named")  # redis-py decodes it in RESP2
+        r.close()
+    with pytest.raises(redis.AuthenticationError, match=WRONGPASS):
+        client(port, protocol, password="wrong").ping()
+
+
+def test_hello_auth_and_setname(port: int) -> None:
+    raw = RawClient(port)
+    raw.send(b"HELLO 3 AUTH default wrong\r\nHELLO 2 AUTH default s3cret SETNAME me\r\n"
+             b"CLIENT GETNAME\r\n")
+    raw.expect(b"-WRONGPASS " + WRONGPASS.encode() + b"\r\n*14\r\n")
+    assert raw.read_available().endswith(b"$2\r\nme\r\n")
+    raw.close()
+
+
+def test_changing_the_password_keeps_authenticated_clients_in(port: int) -> None:
+    """As in Redis: a client already authenticated stays so; new ones need the new one;
+    RESET makes a client authenticate again."""
+    admin = client(port, password="s3cret")
+    before = client(port, password="s3cret")
+    assert before.ping()
+    admin.config_set("requirepass", "n3w")
+    assert before.ping()
+    with pytest.raises(redis.AuthenticationError):
+        client(port, password="s3cret").ping()
+    assert client(port, password="n3w").ping()
+    raw = RawClient(port)
+    raw.send(b"AUTH n3w\r\nRESET\r\nPING\r\n")
+    raw.expect(b"+OK\r\n+RESET\r\n-NOAUTH Authentication required.\r\n")
+    # No password any more: everyone is in, including a client that never authenticated.
+    admin.config_set("requirepass", "")
+    raw.send(b"PING\r\n")
+    raw.expect(b"+PONG\r\n")
+    raw.close()
+    for each in (admin, before):
+        each.close()
+
+
+def test_redis_cli_with_a_password(port: int) -> None:
+    assert "NOAUTH Authentication required." in redis_cli(port, "ping")
+    assert redis_cli(port, "-a", "s3cret", "--no-auth-warning", "ping") == "PONG"
+    assert redis_cli(port, "--user", "default", "--pass", "s3cret", "--no-auth-warning",
+                     "ping") == "PONG"
+    assert "WRONGPASS" in redis_cli(port, "-a", "bad", "--no-auth-warning", "ping")
+
+
+def test_client_kill_user(port: int) -> None:
+    admin = client(port, password="s3cret")
+    victim = RawClient(port)
+    victim.send(b"AUTH s3cret\r\n")
+    victim.expect(b"+OK\r\n")
+    with pytest.raises(redis.ResponseError, match="No such user 'nobody'"):
+        admin.execute_command("CLIENT", "KILL", "USER", "nobody")
+    assert admin.execute_command("CLIENT", "KILL", "USER", "default") == 1  # not itself
+    assert victim.read_until_closed() == b""
+    assert admin.ping()
+    victim.close()
+    admin.close()
+
+
+def test_auth_without_a_password_configured() -> None:
+    with running(port=0, bind=["127.0.0.1"]) as url:
+        r = client(urlparse(url).port)
+        with pytest.raises(redis.AuthenticationError, match="AUTH <password> called without "
+                                                            "any password configured"):
+            r.execute_command("AUTH", "x")
+        assert r.execute_command("AUTH", "default", "anything") in (b"OK", "OK", True)
+        wait_until(r.ping)
+        r.close()
