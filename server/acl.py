@@ -312,22 +312,46 @@ class User:
             return name in self.channels
         return any(match(pattern, name) for pattern in self.channels)
 
-    def refusal(self, entry: Command, args: list[bytes]) -> bytes | None:
-        """Redis's NOPERM error if this user may not run the command as given, else None."""
+    def denial(self, entry: Command, args: list[bytes]) -> tuple[str, bytes] | None:
+        """Why this user may not run the command as given: ("command", its name),
+        ("key", the first key refused) or ("channel", the first channel); None if it may."""
         if not self.may_run(entry, args):
-            return error(b"User %b has no permissions to run the '%b' command"
-                         % (self.name, entry.name.encode()), "NOPERM")
+            return "command", entry.name.encode()
         if not self.all_keys and entry.name not in _NOT_KEYS:
             flags = _key_flags(entry)
-            if not all(self.may_access_key(k, flags) for k in command_keys(entry, args)):
-                return _NOPERM_KEY
+            for key in command_keys(entry, args):
+                if not self.may_access_key(key, flags):
+                    return "key", key
         if not self.all_channels:
             channels = _CHANNEL_ARGS.get(entry.name)
             if channels is not None:
                 end, literal = channels
-                if not all(self.may_use_channel(c, literal) for c in args[1:end]):
-                    return _NOPERM_CHANNEL
+                for channel in args[1:end]:
+                    if not self.may_use_channel(channel, literal):
+                        return "channel", channel
         return None
+
+    def refusal(self, entry: Command, args: list[bytes]) -> bytes | None:
+        """Redis's NOPERM error if this user may not run the command as given, else None."""
+        denied = self.denial(entry, args)
+        if denied is None:
+            return None
+        what, name = denied
+        if what == "key":
+            return _NOPERM_KEY
+        if what == "channel":
+            return _NOPERM_CHANNEL
+        return error(b"User %b has no permissions to run the '%b' command" % (self.name, name),
+                     "NOPERM")
+
+    def explain(self, entry: Command, args: list[bytes]) -> bytes | None:
+        """ACL DRYRUN's verbose reason (Redis 7.4's words), or None if allowed."""
+        denied = self.denial(entry, args)
+        if denied is None:
+            return None
+        what, name = denied
+        return b"User %b has no permissions to %b the '%b' %b" % (
+            self.name, b"run" if what == "command" else b"access", name, what.encode())
 
     def keeps(self, conn: Connection) -> bool:
         """Whether a subscriber's current subscriptions are all still allowed."""

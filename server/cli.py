@@ -99,7 +99,9 @@ async def _main(config: Config) -> str | None:
             srv = await nursery.start(serve_then_stop)
         except StartupError as exc:  # raised alone: no other task runs yet
             return str(exc)
-        print(f"respd listening on {srv.url}", flush=True)
+        for url in (srv.url, srv.tls_url, srv.unix_url):
+            if url is not None:
+                print(f"respd listening on {url}", flush=True)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 if srv.shutdown_requested.is_set():

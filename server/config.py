@@ -124,6 +124,22 @@ def parse_words(text: bytes) -> list[str]:
     return text.decode(errors="surrogateescape").split()
 
 
+def parse_percentiles(text: bytes) -> list[float]:
+    """latency-tracking-info-percentiles: percentiles from 0 to 100, space-separated."""
+    try:
+        values = [float(word) for word in text.split()]
+    except ValueError:
+        raise ConfigError("Invalid latency-tracking-info-percentiles parameters") from None
+    if not all(0.0 <= value <= 100.0 for value in values):
+        raise ConfigError("latency-tracking-info-percentiles parameters should sit between "
+                          "[0.0,100.0]")
+    return values
+
+
+def format_percentiles(values: list[float]) -> str:
+    return " ".join(f"{value:f}".rstrip("0").rstrip(".") for value in values)
+
+
 CLIENT_CLASSES = ("normal", "replica", "pubsub")
 
 
@@ -223,6 +239,13 @@ PARAMS: dict[str, Param] = {
     "cluster-announce-port": Param(0, _bounded(0, 65535)),
     "cluster-announce-bus-port": Param(0, _bounded(0, 65535)),
     "tracking-table-max-keys": Param(1000000, _bounded(0, 2**63 - 1)),
+    # Redis measures every command; respd only when asked (see server/commands/operator.py).
+    "latency-tracking": Param(False, parse_bool),
+    "latency-tracking-info-percentiles": Param([50.0, 99.0, 99.9], parse_percentiles,
+                                               format_percentiles),
+    "latency-monitor-threshold": Param(0, _bounded(0, 2**63 - 1)),
+    "slowlog-log-slower-than": Param(10000, _bounded(-1, 2**63 - 1)),
+    "slowlog-max-len": Param(128, _bounded(0, 2**63 - 1)),
 }
 
 

@@ -155,7 +155,10 @@ class Connection(Subscriber):
                 nursery.start_soon(self._writer)
                 await self._reader()
                 nursery.cancel_scope.cancel()
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+        # A reset or a failed TLS handshake ends this client only. The nursery wraps
+        # errors in an ExceptionGroup, so `except*`: a plain `except` would miss them and
+        # let one client's reset end the whole server.
+        except* (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
             self.server.forget(self)

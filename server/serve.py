@@ -23,9 +23,11 @@ from typing import Any
 import trio
 
 # Importing the command modules registers their commands in the table.
+import server.commands.acl
 import server.commands.cluster
 import server.commands.connection
 import server.commands.keys
+import server.commands.operator
 import server.commands.pubsub
 import server.commands.server
 import server.commands.strings
@@ -34,6 +36,7 @@ from pubsub.glob import match
 from pubsub.hub import Hub
 from server.acl import Acl, User
 from server.commands.cluster import Cluster
+from server.commands.operator import Stats, stop_monitoring
 from server.config import Config, ConfigError
 from server.connection import Connection, is_local
 from server.commands.transactions import unwatch_all
@@ -103,8 +106,10 @@ class Server:
         # The one-node cluster's identity (None: standalone), which checks key slots.
         self.cluster = Cluster() if config["cluster-enabled"] else None
         self.tracking = Tracking(self)  # client-side caching (CLIENT TRACKING)
-        # Something observes every command (slot checks, tracking, a waiter): `execute`
-        # tells it.
+        self.stats = Stats(self)  # commandstats, errorstats, SLOWLOG, LATENCY, MONITOR
+        self.stats.configure()
+        # Something observes every command (slot checks, tracking, MONITOR, durations, a
+        # waiter): `execute` tells it.
         self.hooks = False
         self.update_hooks()
 
@@ -205,18 +210,20 @@ class Server:
         """Protected mode: with no password for the default user, Redis serves only
         clients on the loopback interface or the Unix socket."""
         return (self.config["protected-mode"] and self.acl.default.nopass
-                and conn.flags != "U" and not is_local(conn.addr))
+                and conn.sock.family != socket.AF_UNIX and not is_local(conn.addr))
 
     async def _clients_cron(self) -> None:
         """Visit every client once a second, as Redis's clientsCron: close idle clients
-        (`timeout`, never subscribers) and those over an output soft limit for too long
-        even when no new output arrives."""
+        (`timeout`; never subscribers or MONITOR clients, which only listen) and those over
+        an output soft limit for too long even when no new output arrives."""
         while True:
             await trio.sleep(CRON_PERIOD)
             now = time.monotonic()
             idle = self.config["timeout"]
+            listening = self.stats.monitors
             for conn in list(self.clients.values()):
-                if idle and not conn.subscribed and now - conn.last_interaction > idle:
+                if idle and now - conn.last_interaction > idle and not conn.subscribed \
+                        and conn not in listening:
                     log.debug("Closing idle client id=%d addr=%s", conn.id, conn.addr)
                     conn.kill(None)
                 elif conn.congested and self.over_output_limit(conn):
@@ -227,13 +234,15 @@ class Server:
         self.hub.remove_all(conn)
         unwatch_all(conn)
         self.tracking.disable(conn)
+        stop_monitoring(conn)
         self.clients.pop(conn.id, None)
         if self.waiting:
             self.check_waiting()
 
     def update_hooks(self) -> None:
         """Recompute whether `execute` must take its observed path after each command."""
-        self.hooks = bool(self.waiting or self.tracking.clients) or self.cluster is not None
+        self.hooks = bool(self.waiting or self.tracking.clients or self.stats.monitors
+                          or self.stats.timing) or self.cluster is not None
 
     def check_waiting(self) -> None:
         """Wake the `wait_until` callers whose condition now holds."""

@@ -145,11 +145,15 @@ async def _drop_clients(server: Server, ids: list[int] | None, name: str | None,
 
 
 async def _reset(server: Server, initial: dict[str, Any]) -> None:
-    """Disconnect every client, flush every database, restore the initial configuration."""
+    """Disconnect every client, flush every database, restore the initial configuration,
+    and start the statistics, the slow log and the latency events afresh."""
     await server.drop_clients()
     server.keyspace.flush_all()
     server.config.values = dict(initial)
     server.keyspace.configure(server.config)
+    server.stats.clear()
+    server.stats.configure()
+    server.update_hooks()
 
 
 @contextlib.contextmanager
@@ -212,10 +216,12 @@ class Respd(RespdServer):
         return f"{self.server.url}?protocol={self.protocol}"
 
     def client(self, **options: Any) -> redis.Redis:
-        """A redis-py client for this server, closed when the test ends."""
+        """A redis-py client for this server (RESP `protocol` unless the options say
+        otherwise), closed when the test ends."""
         import redis
 
-        client = redis.Redis.from_url(self.url, **options)
+        options.setdefault("protocol", self.protocol)
+        client = redis.Redis.from_url(self.server.url, **options)
         self._clients.append(client)
         return client
 
@@ -223,7 +229,8 @@ class Respd(RespdServer):
         """A redis.asyncio client for this server (`async with respd.async_client() as r`)."""
         import redis.asyncio
 
-        return redis.asyncio.Redis.from_url(self.url, **options)
+        options.setdefault("protocol", self.protocol)
+        return redis.asyncio.Redis.from_url(self.server.url, **options)
 
     def close(self) -> None:
         """Close the clients `client()` made."""

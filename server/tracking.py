@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from resp.encode import OK, array_header, bulk, error, integer, map_, set_
 from resp.parser import _parse_int as parse_integer
+from server.commands.cluster import command_keys
 
 if TYPE_CHECKING:
     from server.commands import Command
@@ -253,7 +254,8 @@ class Tracking:
         state = self.clients.get(conn)
         if state is not None:
             self.remember(conn, state, entry, args)
-            if state.caching and conn.multi is None and not entry.name.startswith("client"):
+            if state.caching and conn.multi is None \
+                    and not entry.name.startswith("client|"):
                 state.caching = False
         if self.deferred:
             self._send_deferred(conn)
@@ -265,8 +267,6 @@ class Tracking:
             return
         if (state.optin and not state.caching) or (state.optout and state.caching):
             return
-        from server.commands.cluster import command_keys
-
         table = self.table
         for key in command_keys(entry, args):
             readers = table.get(key)

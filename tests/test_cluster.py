@@ -8,7 +8,7 @@ import re
 import shutil
 import socket
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -120,13 +120,18 @@ class Raw:
         if protocol == 3:
             self.command("HELLO", "3")
 
-    def _read_until(self, done: Callable[[bytes], bool]) -> bytes:
-        while not done(self.buffer):
+    def _read_through(self, ends: tuple[bytes, ...]) -> bytes:
+        """What arrives before the first of ends; what follows stays for the next read
+        (an invalidation sent after a whole pipeline, for example)."""
+        while True:
+            found = [(at, end) for end in ends if (at := self.buffer.find(end)) >= 0]
+            if found:
+                at, end = min(found)
+                out, self.buffer = self.buffer[:at], self.buffer[at + len(end):]
+                return out
             chunk = self.sock.recv(65536)
             assert chunk, f"closed after {self.buffer!r}"
             self.buffer += chunk
-        out, self.buffer = self.buffer, b""
-        return out
 
     def command(self, *args: str | bytes) -> bytes:
         """Send one command; its reply and whatever else arrived with it."""
@@ -136,7 +141,7 @@ class Raw:
         name = parts[0].upper()
         if (self.queuing and name not in (b"EXEC", b"DISCARD")) or name == b"MULTI":
             self.sock.sendall(request)
-            out = self._read_until(lambda data: data.endswith(b"\r\n"))
+            out = self._read_through((b"\r\n",)) + b"\r\n"
             self.queuing = self.queuing or out == b"+OK\r\n"
             return out
         self.queuing = False
@@ -148,11 +153,8 @@ class Raw:
 
     def _synchronised(self, request: bytes) -> bytes:
         self.sock.sendall(request + b"*2\r\n$4\r\nPING\r\n$8\r\n" + SYNC + b"\r\n")
-        ends = (b"$8\r\n" + SYNC + b"\r\n", b"*2\r\n$4\r\npong\r\n$8\r\n" + SYNC + b"\r\n")
-        out = self._read_until(lambda data: data.endswith(ends))
-        for end in ends:
-            out = out.removesuffix(end)
-        return out
+        return self._read_through((b"$8\r\n" + SYNC + b"\r\n",
+                                   b"*2\r\n$4\r\npong\r\n$8\r\n" + SYNC + b"\r\n"))
 
     def close(self) -> None:
         self.sock.close()
@@ -321,3 +323,19 @@ def test_redis_cluster_sharded_pubsub(cluster_client: RedisCluster,
     with pytest.raises(redis.exceptions.ClusterCrossSlotError):
         node.execute_command("SSUBSCRIBE", "a", "b")
     p.close()
+
+
+@pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli is not installed")
+def test_redis_cli_in_cluster_mode(respd_cluster: RespdServer) -> None:
+    port = str(respd_cluster.port)
+
+    def cli(*args: str) -> str:
+        return subprocess.run(["redis-cli", *args], capture_output=True, text=True,
+                              timeout=DEADLINE, check=True).stdout
+
+    assert cli("-c", "-p", port, "SET", "{cli}a", "1") == "OK\n"
+    assert cli("-c", "-p", port, "MGET", "{cli}a", "{cli}b") == "1\n\n"
+    check = cli("--cluster", "check", f"127.0.0.1:{port}")
+    assert "[OK] All nodes agree about slots configuration." in check
+    assert "[OK] All 16384 slots covered." in check
+    assert cli("-c", "-p", port, "DEL", "{cli}a") == "1\n"

@@ -183,8 +183,6 @@ def respd_with_password() -> Iterator[int]:
         yield urlparse(url).port
 
 
-@pytest.mark.xfail(reason="server/connection.py does not set parser.unauthenticated for a new "
-                          "connection when requirepass is set", strict=False)
 @pytest.mark.parametrize(("bad", "reason"), [
     (b"*11\r\n", b"unauthenticated multibulk length"),
     (b"*1\r\n$16385\r\n", b"unauthenticated bulk length"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from time import perf_counter_ns
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -155,10 +156,10 @@ def refuse(conn: Connection, reply: bytes, args: list[bytes]) -> None:
 
         discard_transaction(conn)
         reason = reply[1:].removeprefix(b"ERR ")
-        conn.outbox.append(b"-EXECABORT Transaction discarded because of: " + reason)
-        return
-    if conn.multi is not None:
+        reply = b"-EXECABORT Transaction discarded because of: " + reason
+    elif conn.multi is not None:
         conn.multi_failed = True
+    conn.server.stats.rejected(args, reply)
     conn.outbox.append(reply)
 
 
@@ -199,9 +200,11 @@ def execute(conn: Connection, args: list[bytes]) -> None:
         if denied is not None:
             refuse(conn, denied, args)
             return
-    # Observers (cluster slot checks, tracking, waiters) see the command before and as it
-    # runs; without them this costs one attribute check and one test of a local.
-    hooks = conn.server.hooks
+    # Observers (cluster slot checks, tracking, MONITOR, durations, waiters) see the
+    # command before and as it runs; without them this costs one attribute check and a
+    # test of a local, and what remains is counting the call (INFO commandstats).
+    srv = conn.server
+    hooks = srv.hooks
     if hooks and _refused_by_hooks(conn, entry, args):
         return
     # In RESP2 a subscribed client reads frames only, so Redis refuses other commands;
@@ -213,22 +216,29 @@ def execute(conn: Connection, args: list[bytes]) -> None:
             and not conn.server.keyspace.make_room():
         refuse(conn, _OOM, args)
         return
-    if conn.multi is not None and entry.name not in _NOT_QUEUED:
-        # Queuing takes memory too: Redis refuses every queued command when over the limit.
-        keyspace = conn.server.keyspace
-        if keyspace.maxmemory and not keyspace.make_room():
-            refuse(conn, _OOM, args)
+    if conn.multi is not None:
+        if entry.name not in _NOT_QUEUED:
+            # Queuing takes memory too: Redis refuses every queued command when over the
+            # limit.
+            keyspace = conn.server.keyspace
+            if keyspace.maxmemory and not keyspace.make_room():
+                refuse(conn, _OOM, args)
+                return
+            conn.multi.append((entry, args))
+            conn.outbox.append(QUEUED)
             return
-        conn.multi.append((entry, args))
-        conn.outbox.append(QUEUED)
-        return
+        # EXEC's queued commands are counted, and shown to observers, as they run.
+        hooks = True
     conn.last_command = entry.name
     if hooks:
         _observed_call(conn, entry, args)
         return
     reply = entry.handler(conn, args)
+    srv.stats.calls[entry] += 1
     if reply is not None:
         conn.outbox.append(reply)
+        if reply[0] == 45:  # b"-": counted in INFO errorstats and as a failed call
+            srv.stats.failed(entry, reply)
 
 
 def _refused_by_hooks(conn: Connection, entry: Command, args: list[bytes]) -> bool:
@@ -238,8 +248,12 @@ def _refused_by_hooks(conn: Connection, entry: Command, args: list[bytes]) -> bo
     and before the subscribed-context rule (Redis's order), also while queuing in MULTI.
     For EXEC the keys of all queued commands count; Redis 7 then discards the
     transaction and replies the bare CROSSSLOT error, not EXECABORT.
+
+    A client in MONITOR mode may not read or write keys (Redis treats it as a replica);
+    in RESP2 while subscribed, the subscribed-context error comes first.
     """
-    cluster = conn.server.cluster
+    srv = conn.server
+    cluster = srv.cluster
     if cluster is not None and cluster.cross_slot(conn, entry, args):
         from server.commands.cluster import CROSSSLOT
 
@@ -247,29 +261,45 @@ def _refused_by_hooks(conn: Connection, entry: Command, args: list[bytes]) -> bo
             from server.commands.transactions import discard_transaction
 
             discard_transaction(conn)
+            srv.stats.rejected(args, CROSSSLOT)
             conn.outbox.append(CROSSSLOT)
         else:
             refuse(conn, CROSSSLOT, args)
         return True
+    stats = srv.stats
+    if stats.monitors and stats.refuses_monitor(conn, entry) \
+            and (conn.resp3 or entry.pubsub_ok or not conn.subscribed):
+        refuse(conn, _REPLICA, args)
+        return True
     return False
 
 
+_REPLICA = error("Replica can't interact with the keyspace")
+
+
 def _observed_call(conn: Connection, entry: Command, args: list[bytes]) -> None:
-    """Run a command while observers watch: tracking learns which client changes keys
-    (and sends that client its own invalidations after the reply) and what tracking
-    clients read; waiters whose condition now holds wake. The commands EXEC runs are
-    watched as they run."""
+    """Run a command while observers watch: its duration is measured (when asked), the
+    monitors see it; tracking learns which client changes keys (and sends that client
+    its own invalidations after the reply) and what tracking clients read; waiters
+    whose condition now holds wake. The commands EXEC runs are watched as they run."""
     srv = conn.server
     tracking = srv.tracking
+    stats = srv.stats
     if entry.name == "exec" and conn.multi:
         conn.multi = [(_watched(queued), queued_args) for queued, queued_args in conn.multi]
+        stats.in_exec = True
     tracking.current = conn
+    timing = stats.timing
+    start = perf_counter_ns() if timing else 0
     try:
         reply = entry.handler(conn, args)
     finally:
         tracking.current = None
+        stats.in_exec = False
+    elapsed = perf_counter_ns() - start if timing else None
     if reply is not None:
         conn.outbox.append(reply)
+    stats.ran(conn, entry, args, reply, elapsed)
     if tracking.clients or tracking.deferred:
         tracking.after_command(conn, entry, args)
     if srv.waiting:
@@ -280,16 +310,20 @@ _WATCHED: dict[Command, Command] = {}  # command -> its twin for EXEC (see _watc
 
 
 def _watched(entry: Command) -> Command:
-    """The entry EXEC runs for a queued command while observers watch: the same command,
-    with a handler that also shows it to them (a tracking client remembers the keys it
-    reads inside MULTI, as Redis does)."""
+    """The entry EXEC runs for a queued command: the same command, with a handler that
+    also shows it to observers (it is counted and timed, monitors see it, a tracking
+    client remembers the keys it reads inside MULTI, as in Redis)."""
     twin = _WATCHED.get(entry)
     if twin is None:
         handler = entry.handler
         assert handler is not None
 
         def watched(conn: Connection, args: list[bytes]) -> bytes | None:
+            stats = conn.server.stats
+            timing = stats.timing
+            start = perf_counter_ns() if timing else 0
             reply = handler(conn, args)
+            stats.ran(conn, entry, args, reply, perf_counter_ns() - start if timing else None)
             tracking = conn.server.tracking
             state = tracking.clients.get(conn)
             if state is not None:

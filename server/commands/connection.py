@@ -17,6 +17,7 @@ from resp.encode import (
 )
 from resp.parser import _parse_int as parse_integer
 from server.commands import command, container, help_reply, wrong_arity
+from server.commands.operator import stop_monitoring
 from server.commands.transactions import discard_transaction
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ def reset(conn: Connection, args: list[bytes]) -> bytes:
     discard_transaction(conn)
     conn.server.hub.remove_all(conn)
     conn.server.tracking.disable(conn)
+    stop_monitoring(conn)
     conn.resp3 = False
     conn.db = 0
     conn.name = b""
@@ -249,7 +251,11 @@ def client_line(conn: Connection) -> bytes:
     """One client's line of CLIENT LIST / CLIENT INFO, with Redis 7.4's fields."""
     now = time.monotonic()
     tracking = conn.server.tracking
-    flags = ("P" if conn.subscribed else "") + tracking.client_flags(conn) + conn.flags or "N"
+    # Redis's letters, in Redis's order: O monitor, P pub/sub, x MULTI, t/R/B tracking,
+    # d a watched key changed.
+    flags = ("O" if conn in conn.server.stats.monitors else "") \
+        + ("P" if conn.subscribed else "") + ("x" if conn.multi is not None else "") \
+        + tracking.client_flags(conn) + ("d" if conn.watch_dirty else "") + conn.flags or "N"
     return (
         f"id={conn.id} addr={conn.addr} laddr={conn.laddr} fd={conn.fd} "
         f"name={conn.name.decode(errors='replace')} age={int(now - conn.created)} "

@@ -220,6 +220,7 @@ def _sections(conn: Connection) -> dict[str, list[tuple[str, object]]]:
             ("pubsub_patterns", len(srv.hub.patterns)),
             ("pubsubshard_channels", len(srv.hub.shard_channels)),
             *srv.tracking.stats(),
+            ("total_error_replies", srv.stats.total_errors),
             ("client_query_buffer_limit_disconnections", srv.query_limit_disconnections),
             ("client_output_buffer_limit_disconnections", srv.output_limit_disconnections),
         ],
@@ -228,9 +229,9 @@ def _sections(conn: Connection) -> dict[str, list[tuple[str, object]]]:
         "cpu": [("used_cpu_sys", f"{usage.ru_stime:.6f}"),
                 ("used_cpu_user", f"{usage.ru_utime:.6f}")],
         "modules": [],
-        "commandstats": [],
-        "errorstats": [],
-        "latencystats": [],
+        "commandstats": srv.stats.commandstats(),
+        "errorstats": srv.stats.errorstats(),
+        "latencystats": srv.stats.latencystats(),
         "cluster": [("cluster_enabled", cluster)],
         "keyspace": keyspace,
     }
@@ -297,6 +298,8 @@ def config_set(conn: Connection, args: list[bytes]) -> bytes:
     except ConfigError as exc:
         return error(str(exc))
     srv.keyspace.configure(srv.config)
+    srv.stats.configure()
+    srv.update_hooks()
     # Like Redis, a lower maxmemory evicts at once (and is accepted even if it cannot).
     if srv.keyspace.maxmemory:
         srv.keyspace.make_room()
@@ -312,6 +315,7 @@ def config_resetstat(conn: Connection, args: list[bytes]) -> bytes:
     srv.output_limit_disconnections = srv.query_limit_disconnections = 0
     ks = srv.keyspace
     ks.expired_keys = ks.evicted_keys = ks.hits = ks.misses = 0
+    srv.stats.reset()
     return OK
 
 
