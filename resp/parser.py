@@ -151,6 +151,28 @@ def _inline(buf: bytes | bytearray, pos: int) -> tuple[list[bytes], int]:
     return args, eol + 1
 
 
+# In a run of inline lines, these need the line-by-line rules (quotes, NUL, \v \f, and a
+# line starting a multibulk request).
+_INLINE_RUN_SPECIAL = re.compile(rb"[\"'\x0b\x0c\x00]|\n\*")
+
+
+def _inline_run(buf: bytes | bytearray, pos: int, commands: list[list[bytes]]) -> int:
+    """Take every complete inline line from pos at once, if all are plain words.
+
+    Telnet sessions and redis-benchmark's PING_INLINE send such runs; splitting them in
+    two C calls is several times faster than a line at a time. Returns pos unchanged
+    when the run needs the exact rules.
+    """
+    last = buf.rfind(b"\n", pos)
+    if last < 0:
+        return pos
+    run = bytes(buf[pos:last + 1])
+    if _INLINE_RUN_SPECIAL.search(run) is not None:
+        return pos
+    commands.extend([args for args in map(bytes.split, run.split(b"\n")) if args])
+    return last + 1
+
+
 def _count(buf: bytes | bytearray, pos: int, unauth: bool) -> tuple[int, int]:
     """Read the `*count` line of a multibulk request at pos: (count, next position)."""
     eol = _find_cr(buf, pos)
@@ -296,6 +318,10 @@ class RequestParser:
                         if pos == n:
                             break
                         fast = False  # the rest of this buffer goes to the exact parser
+                elif buf[pos] != _STAR:
+                    start, pos = pos, _inline_run(buf, pos, commands)
+                    if pos != start:
+                        continue
                 pos = self._exact(buf, pos, commands)
         except _Incomplete:
             pass
