@@ -499,26 +499,24 @@ async def serve(config: Config | None = None, *,
 
 
 @contextlib.contextmanager
-def running(**options: Any) -> Iterator[str]:
-    """Run a server in a background thread for a synchronous program; yield its URL.
+def in_thread(config: Config) -> Iterator[Server]:
+    """Run a server in a background thread and yield the Server once it is listening.
 
-    `with running(port=0) as url: redis.Redis.from_url(url)...`; the server stops
-    (delivering what is queued) when the block ends.
+    The server stops, delivering what is queued, when the block ends; a start-up
+    failure (an address in use) is raised here.
     """
-    options.setdefault("port", 0)
     ready = threading.Event()
     state: dict[str, Any] = {}
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             try:
-                state["server"] = await nursery.start(serve, Config(**options))
+                state["server"] = await nursery.start(serve, config)
             except BaseException as exc:  # report start-up failures to the caller
                 state["error"] = exc
-                ready.set()
                 raise
-            state["token"] = trio.lowlevel.current_trio_token()
-            ready.set()
+            finally:
+                ready.set()
 
     def target() -> None:
         with contextlib.suppress(BaseException):
@@ -533,8 +531,20 @@ def running(**options: Any) -> Iterator[str]:
         raise state["error"]
     srv: Server = state["server"]
     try:
-        yield srv.url
+        yield srv
     finally:
         with contextlib.suppress(trio.RunFinishedError):  # already stopped by SHUTDOWN
-            trio.from_thread.run_sync(srv.shutdown_requested.set, trio_token=state["token"])
+            trio.from_thread.run_sync(srv.shutdown_requested.set, trio_token=srv.token)
         thread.join()
+
+
+@contextlib.contextmanager
+def running(**options: Any) -> Iterator[str]:
+    """Run a server in a background thread for a synchronous program; yield its URL.
+
+    `with running(port=0) as url: redis.Redis.from_url(url)...`; the server stops
+    (delivering what is queued) when the block ends.
+    """
+    options.setdefault("port", 0)
+    with in_thread(Config(**options)) as srv:
+        yield srv.url

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,7 +34,7 @@ import pytest
 import trio
 
 from server.config import Config
-from server.serve import Server, serve
+from server.serve import Server, in_thread
 
 if TYPE_CHECKING:
     import redis
@@ -167,36 +166,8 @@ def serving(**options: Any) -> Iterator[RespdServer]:
     options.setdefault("bind", ["127.0.0.1"])
     config = Config(**options)
     initial = dict(config.values)
-    ready = threading.Event()
-    state: dict[str, Any] = {}
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            try:
-                state["server"] = await nursery.start(serve, config)
-            except BaseException as exc:  # report start-up failures to the caller
-                state["error"] = exc
-                raise
-            finally:
-                ready.set()
-
-    def target() -> None:
-        with contextlib.suppress(BaseException):
-            trio.run(main)
-        ready.set()
-
-    thread = threading.Thread(target=target, name="respd", daemon=True)
-    thread.start()
-    ready.wait()
-    if "error" in state:
-        thread.join()
-        raise state["error"]
-    handle = RespdServer(state["server"], initial)
-    try:
-        yield handle
-    finally:
-        handle._run_sync(handle.server.shutdown_requested.set)
-        thread.join()
+    with in_thread(config) as srv:
+        yield RespdServer(srv, initial)
 
 
 class Respd(RespdServer):

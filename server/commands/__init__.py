@@ -119,6 +119,15 @@ def wrong_arity(name: str) -> bytes:
     return error(f"wrong number of arguments for '{name}' command")
 
 
+def find_command(name: bytes) -> Command | None:
+    """A command or `container|sub` subcommand by its full name (COMMAND INFO, DOCS...)."""
+    parent, _, sub = name.lower().partition(b"|")
+    found = TABLE.get(parent)
+    if found is not None and sub:
+        found = (found.subcommands or {}).get(sub)
+    return found
+
+
 def lookup(args: list[bytes]) -> Command | bytes:
     """Find the command (or subcommand) args names, or the error reply Redis gives."""
     entry = TABLE.get(args[0].lower())

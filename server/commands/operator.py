@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from resp.encode import OK, array, bulk, bulk_array, error, integer, map_, verbatim
 from resp.parser import _parse_int as parse_integer
-from server.commands import TABLE, Command, command, container, help_reply
+from server.commands import TABLE, Command, command, container, find_command, help_reply
 
 if TYPE_CHECKING:
     from server.connection import Connection
@@ -472,7 +472,7 @@ def latency_histogram(conn: Connection, args: list[bytes]) -> bytes:
     stats = conn.server.stats
     proto = conn.proto
     if len(args) > 2:
-        wanted = [_find(name) for name in args[2:]]
+        wanted = [find_command(name) for name in args[2:]]
         chosen = [cmd for cmd in wanted if cmd is not None and cmd in stats.histograms]
     else:
         chosen = [cmd for cmd in stats._measured() if cmd in stats.histograms]
@@ -485,15 +485,6 @@ def latency_histogram(conn: Connection, args: list[bytes]) -> bytes:
                       map_([(bulk(b"calls"), integer(histogram.total)),
                             (bulk(b"histogram_usec"), buckets)], proto)))
     return map_(pairs, proto)
-
-
-def _find(name: bytes) -> Command | None:
-    """A command or `container|sub` subcommand by its full name."""
-    parent, _, sub = name.lower().partition(b"|")
-    found = TABLE.get(parent)
-    if found is not None and sub:
-        found = (found.subcommands or {}).get(sub)
-    return found
 
 
 # LATENCY DOCTOR

@@ -22,7 +22,7 @@ from resp.encode import (
     verbatim,
 )
 from resp.parser import _parse_int as parse_integer
-from server.commands import TABLE, Command, command, container, help_reply
+from server.commands import TABLE, Command, command, container, find_command, help_reply
 from server.config import ConfigError
 
 if TYPE_CHECKING:
@@ -59,15 +59,6 @@ def _docs(cmd: Command, proto: int) -> bytes:
             [(bulk(s.name.encode()), _docs(s, proto)) for s in cmd.subcommands.values()],
             proto)))
     return map_(fields, proto)
-
-
-def _find(name: bytes) -> Command | None:
-    """A command or `container|sub` subcommand by name, as COMMAND INFO/DOCS take it."""
-    parent, _, sub = name.lower().partition(b"|")
-    found = TABLE.get(parent)
-    if found is not None and sub:
-        found = (found.subcommands or {}).get(sub)
-    return found
 
 
 # COMMAND
@@ -115,7 +106,7 @@ def command_list(conn: Connection, args: list[bytes]) -> bytes:
 def command_info(conn: Connection, args: list[bytes]) -> bytes:
     if len(args) == 2:
         return command_(conn, args)
-    found = [_find(name) for name in args[2:]]
+    found = [find_command(name) for name in args[2:]]
     return array(_entry(c, conn.proto) if c else null(conn.proto) for c in found)
 
 
@@ -125,7 +116,7 @@ def command_info(conn: Connection, args: list[bytes]) -> bytes:
                                 "commands.")
 def command_docs(conn: Connection, args: list[bytes]) -> bytes:
     names = args[2:] or [cmd.name.encode() for cmd in TABLE.values()]
-    found = [(n.lower(), _find(n)) for n in names]
+    found = [(n.lower(), find_command(n)) for n in names]
     return map_([(bulk(n), _docs(c, conn.proto)) for n, c in found if c], conn.proto)
 
 
