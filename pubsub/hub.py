@@ -51,13 +51,9 @@ class Kind:
     shard: bool  # shard subscriptions are counted apart from channels and patterns
 
 
-def _type(name: bytes) -> bytes:
-    return bulk(name)
-
-
-CHANNEL = Kind("channels", _type(b"subscribe"), _type(b"unsubscribe"), False)
-PATTERN = Kind("patterns", _type(b"psubscribe"), _type(b"punsubscribe"), False)
-SHARD = Kind("shard_channels", _type(b"ssubscribe"), _type(b"sunsubscribe"), True)
+CHANNEL = Kind("channels", bulk(b"subscribe"), bulk(b"unsubscribe"), False)
+PATTERN = Kind("patterns", bulk(b"psubscribe"), bulk(b"punsubscribe"), False)
+SHARD = Kind("shard_channels", bulk(b"ssubscribe"), bulk(b"sunsubscribe"), True)
 
 _PMESSAGE = b"$8\r\npmessage\r\n"
 _SMESSAGE = b"$8\r\nsmessage\r\n"
