@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -111,21 +112,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def redis_port() -> Iterator[int]:
-    """A real redis-server for differential tests; skipped when it is not installed."""
+@contextlib.contextmanager
+def real_redis(*options: str, bind: str = "127.0.0.1") -> Iterator[int]:
+    """A real redis-server with these options on a free port; skips when not installed."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed")
     port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--save", "", "--appendonly", "no",
-                             "--bind", "127.0.0.1"], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", bind, "--save", "",
+                             "--appendonly", "no", *options], stdout=subprocess.DEVNULL)
     try:
         def answers() -> bool:
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                    s.sendall(b"PING\r\n")
-                    return s.recv(7) == b"+PONG\r\n"
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    return sock.recv(1) in (b"+", b"-")  # -NOAUTH when a password is set
             except OSError:
                 return False
         wait_until(answers, message="redis-server to start")
@@ -133,3 +134,10 @@ def redis_port() -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(timeout=DEADLINE)
+
+
+@pytest.fixture(scope="session")
+def redis_port() -> Iterator[int]:
+    """A real redis-server for differential tests; skipped when it is not installed."""
+    with real_redis() as port:
+        yield port

@@ -10,9 +10,7 @@ servers belongs to this module, so scenarios may set passwords and make users fr
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -20,7 +18,7 @@ from urllib.parse import urlparse
 import pytest
 
 from server.serve import running
-from tests.conftest import DEADLINE, RawClient, free_port, wait_until
+from tests.conftest import RawClient, real_redis
 from tests.test_differential import (
     Step,
     cmd,
@@ -46,35 +44,11 @@ class Pair:
 
 
 @contextlib.contextmanager
-def redis_server(*options: str, bind: str = "127.0.0.1") -> Iterator[int]:
-    """A real redis-server with these options on a free port (skip if not installed)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", bind, "--save", "",
-                             "--appendonly", "no", *options], stdout=subprocess.DEVNULL)
-    try:
-        def answers() -> bool:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    return sock.recv(1) in (b"+", b"-")
-            except OSError:
-                return False
-        wait_until(answers, message="redis-server to start")
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(DEADLINE)
-
-
-@contextlib.contextmanager
 def pair(**options: str) -> Iterator[Pair]:
     """redis-server and respd, both on loopback with the same options."""
     args = [item for name, value in options.items()
             for item in (f"--{name.replace('_', '-')}", value)]
-    with redis_server(*args) as redis_port, \
+    with real_redis(*args) as redis_port, \
             running(port=0, bind=["127.0.0.1"], **options) as url:
         yield Pair(redis_port, urlparse(url).port)
 
@@ -334,7 +308,7 @@ def test_protected_mode_denial() -> None:
     outside = _outside_address()
     if outside is None:
         pytest.skip("no non-loopback address on this host")
-    with redis_server(bind="0.0.0.0") as redis_port, \
+    with real_redis(bind="0.0.0.0") as redis_port, \
             running(port=0, bind=["0.0.0.0"]) as url:
         theirs = _first_bytes(redis_port, outside)
         ours = _first_bytes(urlparse(url).port, outside)

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import random
-import select
-import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -17,6 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pubsub.glob import compile_pattern, literal_prefix, match
+from tests.conftest import real_redis
 
 # --------------------------------------------------------------------------
 # Independent reference: a plain, byte-by-byte port of Redis's matching rules
@@ -454,47 +451,9 @@ def _connect(port: int, timeout: float) -> tuple[socket.socket, _RespReader]:
 
 @pytest.fixture(scope="module")
 def redis_port() -> Iterator[int]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server not installed")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    try:
-        deadline = time.monotonic() + 10
-        log = b""
-        while True:
-            if proc.poll() is not None:
-                log += proc.stdout.read()
-                pytest.fail(f"redis-server exited early:\n{log.decode(errors='replace')}")
-            try:
-                sock, reader = _connect(port, 1.0)
-            except OSError:
-                pass
-            else:
-                with sock:
-                    sock.sendall(_encode(b"PING"))
-                    if reader.read() == b"PONG":
-                        break
-            if time.monotonic() > deadline:
-                pytest.fail(f"redis-server did not answer PING:\n{log.decode(errors='replace')}")
-            # Wait for the server to log something (e.g. "Ready to accept").
-            ready, _, _ = select.select([proc.stdout], [], [], 0.05)
-            if ready:
-                log += os.read(proc.stdout.fileno(), 65536)
+    """A real redis-server of this module's own: its channels are this test's alone."""
+    with real_redis() as port:
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
 
 
 CHANNELS: list[bytes] = sorted(

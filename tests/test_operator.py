@@ -13,8 +13,8 @@ import pytest
 import redis
 
 from server.commands.operator import Histogram, highest_equivalent
-from tests.conftest import DEADLINE, free_port, wait_until
-from tests.test_cluster import Raw, answers, stop
+from tests.conftest import DEADLINE, real_redis
+from tests.test_cluster import Raw
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -24,17 +24,8 @@ Step = tuple[str | bytes, ...]  # (connection name, command, arguments...)
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[int]:
     """A real redis-server of this module's own (its statistics are reset by the tests)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
-                                "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: answers(port), message="redis-server to start")
+    with real_redis() as port:
         yield port
-    finally:
-        stop(process)
 
 
 def play(port: int, protocols: dict[str, int], steps: list[Step]) -> list[tuple]:

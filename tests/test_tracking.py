@@ -12,8 +12,8 @@ import pytest
 import redis
 from redis.cache import CacheConfig
 
-from tests.conftest import DEADLINE, free_port, wait_until
-from tests.test_cluster import Raw, answers, stop
+from tests.conftest import DEADLINE, real_redis, wait_until
+from tests.test_cluster import Raw
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -23,17 +23,8 @@ Step = tuple[str | bytes, ...]  # (connection name, command, arguments...)
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[int]:
     """A real redis-server of this module's own, as the scenarios flush it."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
-                                "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: answers(port), message="redis-server to start")
+    with real_redis() as port:
         yield port
-    finally:
-        stop(process)
 
 
 def _normalise(data: bytes) -> bytes:
