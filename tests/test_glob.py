@@ -390,12 +390,6 @@ def test_matches_reference_on_related_subjects(case: tuple[bytes, bytes]) -> Non
 # --------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _encode(*args: bytes) -> bytes:
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
