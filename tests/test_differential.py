@@ -750,6 +750,20 @@ def test_reset_ends_transactions(check: Check) -> None:
     ])
 
 
+def test_subscribe_inside_multi(check: Check) -> None:
+    # SUBSCRIBE and PSUBSCRIBE run inside EXEC (the client is then subscribed);
+    # SSUBSCRIBE is refused there, as EXEC's client may not block.
+    check([
+        cmd("c", "MULTI", frames=1, requires="multi"),
+        cmd("c", "SSUBSCRIBE", "diff-s", frames=1, requires="multi"),
+        cmd("c", "SUBSCRIBE", "diff-a", frames=1, requires="multi"),
+        cmd("c", "PSUBSCRIBE", "diff-p*", frames=1, requires="multi"),
+        cmd("c", "EXEC", frames=1, requires="multi"),
+        cmd("c", "PUBSUB", "NUMSUB", "diff-a"),
+        cmd("c", "RESET"),
+    ])
+
+
 def test_config(check: Check) -> None:
     check([
         *(cmd("c", "CONFIG", "GET", name) for name in (

@@ -92,10 +92,18 @@ def exec_(conn: Connection, args: list[bytes]) -> bytes | None:
     outbox.append(array_header(len(queued)))
     for entry, queued_args in queued:
         conn.last_command = entry.name
+        if entry.name == "ssubscribe":
+            # Redis runs EXEC's commands as a client that may not block, and SSUBSCRIBE
+            # refuses such a client (SUBSCRIBE and PSUBSCRIBE do not).
+            outbox.append(_SSUBSCRIBE_IN_EXEC)
+            continue
         reply = entry.handler(conn, queued_args)
         if reply is not None:
             outbox.append(reply)
     return None
+
+
+_SSUBSCRIBE_IN_EXEC = error("SSUBSCRIBE isn't allowed for a DENY BLOCKING client")
 
 
 # WATCH key [key ...]
