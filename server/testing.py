@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 import trio
 
+from server.acl import Acl
 from server.config import Config
 from server.serve import Server, in_thread
 
@@ -144,11 +145,12 @@ async def _drop_clients(server: Server, ids: list[int] | None, name: str | None,
 
 
 async def _reset(server: Server, initial: dict[str, Any]) -> None:
-    """Disconnect every client, flush every database, restore the initial configuration,
-    and start the statistics, the slow log and the latency events afresh."""
+    """Disconnect every client, flush every database, restore the initial configuration
+    and users, and start the statistics, the slow log and the latency events afresh."""
     await server.drop_clients()
     server.keyspace.flush_all()
     server.config.values = dict(initial)
+    server.acl = Acl(server.config["requirepass"], server.config["acl-pubsub-default"])
     server.keyspace.configure(server.config)
     server.stats.clear()
     server.stats.configure()

@@ -55,6 +55,7 @@ def test_each_test_gets_a_clean_server(pytester: pytest.Pytester) -> None:
             respd.wait_for_subscribers("news")
             other = redis.Redis.from_url(respd.url, db=3)
             other.set("in-db-3", "x")
+            r.acl_setuser("alice", enabled=True, passwords=["+secret"])
 
         def test_starts_clean(respd):
             r = respd.client()
@@ -63,6 +64,7 @@ def test_each_test_gets_a_clean_server(pytester: pytest.Pytester) -> None:
             assert r.pubsub_numsub("news") == [(b"news", 0)]
             assert r.config_get("notify-keyspace-events") == {"notify-keyspace-events": ""}
             assert [c["id"] for c in r.client_list()] == [str(r.client_id())]
+            assert r.acl_users() == [b"default"]
     """)
     result.assert_outcomes(passed=2)
 
