@@ -201,7 +201,9 @@ class Connection(Subscriber):
             if problem is not None and not self.closing:
                 log.debug("Protocol error (%s) from client: id=%d addr=%s",
                           problem.decode(errors="replace"), self.id, self.addr)
-                self.outbox.append(error(problem))
+                reply = error(problem)
+                self.outbox.append(reply)
+                server.stats.error_reply(reply)  # counted in INFO errorstats, as in Redis
                 self.closing = True
             if server.hub.touched:
                 server.flush_touched(self)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 
@@ -131,6 +132,19 @@ def test_command_and_error_counts_match_redis(redis_server: int, respd, section:
     for port in (redis_server, respd.port):
         play(port, {"a": 2}, STATS_STEPS)
     assert _stats(respd.port, section) == _stats(redis_server, section)
+
+
+def test_protocol_errors_are_counted_like_redis(redis_server: int, respd) -> None:
+    """A protocol error is an error reply too: errorstat_ERR and total_error_replies."""
+    for port in (redis_server, respd.port):
+        reset = Raw(port, 2)
+        reset.command("CONFIG", "RESETSTAT")
+        reset.close()
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+            sock.sendall(b"*abc\r\n")
+            assert sock.recv(100) == b"-ERR Protocol error: invalid multibulk length\r\n"
+    assert _stats(respd.port, "errorstats") == _stats(redis_server, "errorstats") == [
+        "errorstat_ERR:count=1"]
 
 
 def test_total_error_replies_and_resetstat(respd) -> None:
