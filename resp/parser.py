@@ -276,20 +276,23 @@ def _encoded_end(buf: bytes | bytearray, pos: int, args: object) -> int:
 class RequestParser:
     """Turns the bytes of one connection into commands, keeping what is incomplete."""
 
-    __slots__ = ("_args", "_buf", "_left", "_reader", "max_bulk_len", "unauthenticated")
+    __slots__ = ("_args", "_args_size", "_buf", "_left", "_reader", "max_bulk_len",
+                 "unauthenticated")
 
     def __init__(self, max_bulk_len: int = DEFAULT_MAX_BULK) -> None:
         self._reader = hiredis.Reader()  # empty between feeds
         self._buf = bytearray()  # unread bytes of an incomplete request
         self._args: list[bytes] = []  # arguments read so far of an incomplete multibulk
+        self._args_size = 0  # their bytes, which count in the query buffer as in Redis
         self._left = 0  # bulks still due for that multibulk (0: at a request's start)
         self.max_bulk_len = max_bulk_len
         self.unauthenticated = False  # apply Redis's tighter limits before AUTH
 
     @property
     def pending(self) -> int:
-        """How many bytes of an incomplete request are buffered (the query buffer)."""
-        return len(self._buf)
+        """How many bytes of an incomplete request are held (the query buffer): its unread
+        bytes and the arguments already read from it."""
+        return len(self._buf) + self._args_size
 
     def feed(self, data: bytes) -> tuple[list[list[bytes]], bytes | None]:
         """Take all complete commands out of what has arrived so far.
@@ -326,7 +329,7 @@ class RequestParser:
         except _Incomplete:
             pass
         except _Malformed as exc:
-            self._buf, self._args, self._left = bytearray(), [], 0
+            self._buf, self._args, self._args_size, self._left = bytearray(), [], 0, 0
             return commands, exc.args[0]
         if pos >= n:
             self._buf = bytearray()
@@ -385,9 +388,12 @@ class RequestParser:
     def _more_bulks(self, buf: bytes | bytearray, pos: int,
                     commands: list[list[bytes]]) -> int:
         """Read the bulks still due for the current multibulk; keep them if some are missing."""
+        before = len(self._args)
         pos, self._left = _bulks(buf, pos, self._args, self._left, max_bulk=self.max_bulk_len,
                                  unauth=self.unauthenticated)
         if not self._left:
             commands.append(self._args)
-            self._args = []
+            self._args, self._args_size = [], 0
+        else:
+            self._args_size += sum(map(len, self._args[before:]))
         return pos

@@ -206,6 +206,21 @@ def test_query_buffer_limit_closes_without_a_reply() -> None:
         r.close()
 
 
+def test_query_buffer_limit_counts_the_arguments_already_read() -> None:
+    """An unfinished MSET of many small complete arguments passes the limit too."""
+    with respd(client_query_buffer_limit="1mb") as port:
+        r = redis.Redis(port=port)
+        client = RawClient(port)
+        argument = b"$1000\r\n" + b"v" * 1000 + b"\r\n"
+        with contextlib.suppress(OSError):
+            client.send(b"*5001\r\n$4\r\nMSET\r\n" + argument * 2000)
+        with contextlib.suppress(ConnectionResetError):
+            assert client.read_until_closed() == b""
+        assert stats(r)["client_query_buffer_limit_disconnections"] == 1
+        client.close()
+        r.close()
+
+
 def test_proto_max_bulk_len_applies_to_open_connections() -> None:
     with respd() as port:
         client = RawClient(port)
