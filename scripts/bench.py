@@ -9,6 +9,10 @@ rounds and stopped at the end.  Three kinds of benchmark are run:
   with raw sockets in a separate process; delivered messages per second,
   server CPU per delivered message, and a check that every subscriber got
   every message exactly once and in order;
+* the same with other shapes of load: 100 subscribers and a publisher that
+  waits for each reply; 1,000 channels with one subscriber each and four
+  publisher connections; 100 patterns ``p.<i>.*`` over 10 subscribers, each
+  PUBLISH matching one; one subscriber and 16 KiB payloads (also MB/s);
 * publish-to-receive latency at a fixed publish rate: p50 and p99 measured at
   every subscriber.
 
@@ -43,8 +47,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from ctypes import c_int64
-from dataclasses import asdict, dataclass, field
-from functools import partial
+from dataclasses import asdict, dataclass, field, replace
+from functools import cache, partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -59,18 +63,20 @@ RB_TIMEOUT = 60.0  # seconds before a redis-benchmark run is abandoned
 
 CHANNEL = b"bench"
 PAYLOAD_SIZE = 64
-PUBLISH_HEADER = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n" % (
-    len(CHANNEL),
-    CHANNEL,
-    PAYLOAD_SIZE,
-)
 DIGITS = 20  # payload: b"<seq> <send time in ns>" in 20 digits each, padded
 PIPELINE_BATCH = 100
 FANOUT_MAX_LEAD = 20_000  # messages the publisher may run ahead of any subscriber
 FANOUT_MAX_BACKLOG = 200_000  # ... and of all subscribers together (~20 MB)
+SUBSCRIBER_MAX_BYTES = 4 << 20  # ... and of one subscriber, in bytes (redis: 8 MB soft limit)
 
 RB_CLIENTS = 50
 FANOUT_SUBSCRIBERS = (1, 10, 100)
+NOPIPE_SUBSCRIBERS = 100  # fan-out with a publisher that waits for each reply
+MANY_CHANNELS = 1_000  # channels, one subscriber each ...
+MANY_CHANNELS_PUBLISHERS = 4  # ... published to over this many connections
+PATTERNS = 100  # patterns p.<i>.* ...
+PATTERN_SUBSCRIBERS = 10  # ... spread over this many subscribers
+LARGE_PAYLOAD_SIZE = 16_384
 LATENCY_SUBSCRIBERS = (1, 10, 100)
 LATENCY_MAX_RATE = 5000  # messages/s published in the latency benchmark
 LATENCY_MAX_DELIVERIES = 50_000  # ... capped so that rate * S stays below this
@@ -250,10 +256,18 @@ def encode_command(*args: bytes) -> bytes:
     return b"".join(parts)
 
 
-def publish_command(seq: int, sent_ns: int = 0) -> bytes:
+@cache
+def publish_header(channel: bytes, size: int) -> bytes:
+    """Return the RESP encoding of PUBLISH up to its payload's bytes."""
+    return b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n" % (len(channel), channel, size)
+
+
+def publish_command(
+    seq: int, sent_ns: int = 0, channel: bytes = CHANNEL, size: int = PAYLOAD_SIZE
+) -> bytes:
     """Encode PUBLISH of a payload carrying a sequence number and a time."""
     payload = b"%0*d %0*d" % (DIGITS, seq, DIGITS, sent_ns)
-    return PUBLISH_HEADER + payload.ljust(PAYLOAD_SIZE, b".") + b"\r\n"
+    return publish_header(channel, size) + payload.ljust(size, b".") + b"\r\n"
 
 
 def read_reply(sock: socket.socket, reader: hiredis.Reader) -> object:
@@ -283,51 +297,95 @@ def expect_integer_replies(
 
 
 @dataclass
+class Stream:
+    """One channel or pattern a subscriber is subscribed to, and its progress."""
+
+    kind: bytes  # b"message" (SUBSCRIBE) or b"pmessage" (PSUBSCRIBE)
+    target: bytes  # the channel or pattern subscribed to
+    channel: bytes  # the channel its messages are published on
+    count: int  # messages it must receive, with sequence numbers 0 to count-1
+    received: int = 0  # frames received
+    next_seq: int = 0  # sequence number expected in the next message
+
+
+SUBSCRIBE_COMMANDS = {b"message": b"SUBSCRIBE", b"pmessage": b"PSUBSCRIBE"}
+
+
+@dataclass
 class Subscription:
-    """One subscriber connection and what it has received so far."""
+    """One subscriber connection and the streams it receives."""
 
     index: int
     sock: socket.socket
     reader: hiredis.Reader
-    received: int = 0  # frames received
-    next_seq: int = 0  # sequence number expected in the next message
+    streams: dict[bytes, Stream]  # by target
+
+    def done(self) -> bool:
+        """Return whether every stream has reached its last message."""
+        return all(s.next_seq >= s.count for s in self.streams.values())
 
 
 @dataclass
 class SubscriberReport:
     """What the subscriber worker sends back to the publisher."""
 
-    received: list[int]
+    received: list[int]  # per stream, over all subscriptions
+    expected: list[int]  # ... and what each should have received
     errors: list[str]
     last_ns: int
     latencies_ns: list[int]
 
 
-def subscribe(port: int, index: int) -> Subscription:
-    """Connect, SUBSCRIBE to the channel and wait for the confirmation."""
-    sock = connect(port, timeout=READY_TIMEOUT)
-    reader = hiredis.Reader()
-    sock.sendall(encode_command(b"SUBSCRIBE", CHANNEL))
-    reply = read_reply(sock, reader)
-    if reply != [b"subscribe", CHANNEL, 1]:
-        raise BenchError(f"unexpected SUBSCRIBE reply {reply!r}")
-    sock.settimeout(0)
-    return Subscription(index, sock, reader)
+def channel_layout(subscribers: int, count: int) -> list[list[Stream]]:
+    """Return S subscribers of CHANNEL, each expecting ``count`` messages."""
+    return [[Stream(b"message", CHANNEL, CHANNEL, count)] for _ in range(subscribers)]
+
+
+def subscribe_all(port: int, layout: list[list[Stream]]) -> list[Subscription]:
+    """Connect one subscriber per entry of ``layout`` and subscribe its streams.
+
+    Sends every subscription first, then waits for all the confirmations.
+    """
+    subs: list[Subscription] = []
+    confirmations: list[list[list[object]]] = []
+    for index, streams in enumerate(layout):
+        sock = connect(port, timeout=READY_TIMEOUT)
+        subs.append(Subscription(index, sock, hiredis.Reader(), {}))
+        expected: list[list[object]] = []
+        for kind, command in SUBSCRIBE_COMMANDS.items():
+            targets = [s.target for s in streams if s.kind == kind]
+            if targets:
+                sock.sendall(encode_command(command, *targets))
+                for target in targets:
+                    expected.append([command.lower(), target, len(expected) + 1])
+        confirmations.append(expected)
+        # Fresh copies: the layout may share one Stream between subscribers.
+        subs[-1].streams = {s.target: replace(s) for s in streams}
+    for sub, expected in zip(subs, confirmations, strict=True):
+        for confirmation in expected:
+            reply = read_reply(sub.sock, sub.reader)
+            if reply != confirmation:
+                raise BenchError(f"unexpected subscribe reply {reply!r}, wanted {confirmation!r}")
+        sub.sock.settimeout(0)
+    return subs
 
 
 def subscriber_main(
-    conn: Connection, delivered: c_int64, *, port: int, subscribers: int, count: int, latency: bool
+    conn: Connection,
+    delivered: c_int64,
+    *,
+    port: int,
+    layout: list[list[Stream]],
+    latency: bool,
 ) -> None:
     """Worker process: subscribe, report ready, receive, report the result."""
-    subs = [subscribe(port, index) for index in range(subscribers)]
+    subs = subscribe_all(port, layout)
     conn.send("ready")
-    conn.send(receive_all(subs, count, latency, delivered))
+    conn.send(receive_all(subs, latency, delivered))
 
 
-def receive_all(
-    subs: list[Subscription], count: int, latency: bool, delivered: c_int64
-) -> SubscriberReport:
-    """Read messages 0 to count-1 on every subscription, checking their order.
+def receive_all(subs: list[Subscription], latency: bool, delivered: c_int64) -> SubscriberReport:
+    """Read every stream's messages 0 to count-1, checking their order.
 
     Keeps the total number of messages received in the shared ``delivered``.
     With ``latency``, also collect the publish-to-receive time of every
@@ -335,7 +393,8 @@ def receive_all(
     """
     selector = selectors.DefaultSelector()
     for sub in subs:
-        selector.register(sub.sock, selectors.EVENT_READ, sub)
+        if not sub.done():
+            selector.register(sub.sock, selectors.EVENT_READ, sub)
     errors: list[str] = []
     latencies: list[int] = []
     last_ns = 0
@@ -353,17 +412,20 @@ def receive_all(
                 selector.unregister(sub.sock)
                 continue
             sub.reader.feed(data)
-            received_before = sub.received
+            frames = 0
             while (frame := sub.reader.gets()) is not False:
+                frames += 1
                 if check_frame(sub, frame, errors) and latency:
-                    latencies.append(last_ns - int(frame[2][DIGITS + 1 : 2 * DIGITS + 1]))
-            delivered.value += sub.received - received_before
-            if sub.next_seq >= count:
+                    latencies.append(last_ns - int(frame[-1][DIGITS + 1 : 2 * DIGITS + 1]))
+            delivered.value += frames
+            if sub.done():
                 selector.unregister(sub.sock)
     for sub in subs:
         sub.sock.close()
+    streams = [stream for sub in subs for stream in sub.streams.values()]
     return SubscriberReport(
-        received=[sub.received for sub in subs],
+        received=[s.received for s in streams],
+        expected=[s.count for s in streams],
         errors=errors,
         last_ns=last_ns,
         latencies_ns=latencies,
@@ -371,20 +433,30 @@ def receive_all(
 
 
 def check_frame(sub: Subscription, frame: object, errors: list[str]) -> bool:
-    """Count a pub/sub frame; return whether it is the next message in order."""
-    sub.received += 1
+    """Count a pub/sub frame; return whether it is the next message in order.
+
+    A frame is ``[message, channel, payload]`` or ``[pmessage, pattern,
+    channel, payload]``, for one of the subscription's streams.
+    """
+    stream = sub.streams.get(frame[1]) if isinstance(frame, list) and len(frame) > 1 else None
     if not (
-        isinstance(frame, list)
-        and len(frame) == 3
-        and frame[:2] == [b"message", CHANNEL]
-        and frame[2][:DIGITS].isdigit()
+        stream is not None
+        and len(frame) == (4 if stream.kind == b"pmessage" else 3)
+        and frame[0] == stream.kind
+        and frame[-2] == stream.channel
+        and frame[-1][:DIGITS].isdigit()
     ):
         add_error(errors, f"subscriber {sub.index}: unexpected frame {frame!r:.100}")
         return False
-    seq = int(frame[2][:DIGITS])
-    expected, sub.next_seq = sub.next_seq, seq + 1
+    stream.received += 1
+    seq = int(frame[-1][:DIGITS])
+    expected, stream.next_seq = stream.next_seq, seq + 1
     if seq != expected:
-        add_error(errors, f"subscriber {sub.index}: expected message {expected}, got {seq}")
+        add_error(
+            errors,
+            f"subscriber {sub.index} ({stream.target.decode()}): "
+            f"expected message {expected}, got {seq}",
+        )
     return seq == expected
 
 
@@ -400,8 +472,7 @@ class SubscriberWorker:
 
     pipe: Connection
     delivered: c_int64  # messages received by all subscribers so far
-    subscribers: int
-    count: int
+    per_publish: int  # messages delivered per message published
 
     def wait_for_subscribers(self, published: int, max_lead: int) -> None:
         """Wait until every subscriber may be at most ``max_lead`` messages behind.
@@ -409,18 +480,23 @@ class SubscriberWorker:
         This bounds what the server must buffer (redis drops subscribers that
         fall 32 MB behind).  Stops waiting if the worker has finished early.
         """
-        target = (published - max_lead) * self.subscribers
+        target = (published - max_lead) * self.per_publish
         while self.delivered.value < target and not self.pipe.poll(0.0002):
             pass
 
     def report(self) -> SubscriberReport:
         """Wait for the worker's report and raise if any message went astray."""
         report: SubscriberReport = self.pipe.recv()
-        wrong = [n for n in report.received if n != self.count]
+        wrong = [
+            (got, want)
+            for got, want in zip(report.received, report.expected, strict=True)
+            if got != want
+        ]
         if report.errors or wrong:
+            detail = f", e.g. {wrong[0][0]} instead of {wrong[0][1]}" if wrong else ""
             raise BenchError(
-                f"{len(wrong)} of {self.subscribers} subscribers received a count other than "
-                f"{self.count} (min {min(report.received)}, max {max(report.received)}); "
+                f"{len(wrong)} of {len(report.expected)} subscribed channels/patterns received "
+                f"a wrong number of messages{detail}; "
                 f"{'; '.join(report.errors[:5]) or 'no ordering error'}"
             )
         return report
@@ -428,7 +504,7 @@ class SubscriberWorker:
 
 @contextmanager
 def subscriber_worker(
-    port: int, subscribers: int, count: int, latency: bool
+    port: int, layout: list[list[Stream]], per_publish: int, latency: bool
 ) -> Iterator[SubscriberWorker]:
     """Start the subscriber worker process; yield a handle once it is subscribed."""
     parent, child = multiprocessing.Pipe()
@@ -436,7 +512,7 @@ def subscriber_worker(
     worker = multiprocessing.Process(
         target=subscriber_main,
         args=(child, delivered),
-        kwargs={"port": port, "subscribers": subscribers, "count": count, "latency": latency},
+        kwargs={"port": port, "layout": layout, "latency": latency},
         daemon=True,
     )
     worker.start()
@@ -444,7 +520,7 @@ def subscriber_worker(
     try:
         if not parent.poll(READY_TIMEOUT) or parent.recv() != "ready":
             raise BenchError("subscriber worker did not become ready")
-        yield SubscriberWorker(parent, delivered, subscribers, count)
+        yield SubscriberWorker(parent, delivered, per_publish)
     except EOFError:
         raise BenchError("subscriber worker died (see stderr)") from None
     finally:
@@ -486,28 +562,111 @@ def parse_rps(output: str) -> float:
     return float(rows[0]["rps"])
 
 
-def run_fanout(server: Server, count: int, subscribers: int) -> Sample:
-    """Publish ``count`` messages to S subscribers; return deliveries/s."""
-    with (
-        subscriber_worker(server.port, subscribers, count, latency=False) as worker,
-        connect(server.port) as pub,
-    ):
-        reader = hiredis.Reader()
-        max_lead = min(FANOUT_MAX_LEAD, FANOUT_MAX_BACKLOG // subscribers)
-        cpu_before = server.cpu_seconds()
-        start_ns = time.perf_counter_ns()
-        for first in range(0, count, PIPELINE_BATCH):
-            worker.wait_for_subscribers(first, max_lead)
-            batch = range(first, min(first + PIPELINE_BATCH, count))
-            pub.sendall(b"".join(publish_command(seq) for seq in batch))
-            expect_integer_replies(pub, reader, len(batch), subscribers)
-        report = worker.report()
-        cpu = server.cpu_seconds() - cpu_before
+@dataclass(frozen=True)
+class PubSubLoad:
+    """The shape of a pub/sub throughput run.
+
+    Message k goes to ``channels[k % C]`` with sequence number ``k // C``,
+    over publisher connection ``k % publishers``; ``publishers`` divides C, so
+    each channel has one publisher and its messages are published in order.
+    """
+
+    channels: tuple[bytes, ...]
+    subscribers: tuple[tuple[tuple[bytes, bytes, int], ...], ...]  # (kind, target, channel no.)
+    receivers: int  # subscribers reached by each PUBLISH (its expected reply)
+    publishers: int = 1
+    batch: int = PIPELINE_BATCH  # PUBLISH per connection between reads; 1: no pipelining
+    payload_size: int = PAYLOAD_SIZE
+
+
+def fanout_load(subscribers: int, batch: int = PIPELINE_BATCH) -> PubSubLoad:
+    """S subscribers of one channel."""
+    streams = ((b"message", CHANNEL, 0),)
+    return PubSubLoad((CHANNEL,), (streams,) * subscribers, subscribers, batch=batch)
+
+
+def many_channels_load() -> PubSubLoad:
+    """One subscriber on each of many channels, several publishers."""
+    channels = tuple(b"c.%d" % i for i in range(MANY_CHANNELS))
+    return PubSubLoad(
+        channels,
+        tuple(((b"message", channel, i),) for i, channel in enumerate(channels)),
+        receivers=1,
+        publishers=MANY_CHANNELS_PUBLISHERS,
+    )
+
+
+def patterns_load() -> PubSubLoad:
+    """Patterns p.<i>.* over a few subscribers; each PUBLISH (p.<i>.x) matches one."""
+    per_subscriber = PATTERNS // PATTERN_SUBSCRIBERS
+    return PubSubLoad(
+        tuple(b"p.%d.x" % i for i in range(PATTERNS)),
+        tuple(
+            tuple((b"pmessage", b"p.%d.*" % i, i) for i in range(s, s + per_subscriber))
+            for s in range(0, PATTERNS, per_subscriber)
+        ),
+        receivers=1,
+    )
+
+
+def run_pubsub(server: Server, count: int, load: PubSubLoad) -> Sample:
+    """Publish ``count`` messages as ``load`` describes; return deliveries/s.
+
+    Also returns the server's CPU per delivered message and payload MB/s.
+    """
+    nchannels = len(load.channels)
+    assert nchannels % load.publishers == 0
+    layout = [
+        [
+            Stream(kind, target, load.channels[ch], len(range(ch, count, nchannels)))
+            for kind, target, ch in streams
+        ]
+        for streams in load.subscribers
+    ]
+    max_lead = max(
+        1,
+        min(
+            FANOUT_MAX_LEAD,
+            FANOUT_MAX_BACKLOG // load.receivers,
+            SUBSCRIBER_MAX_BYTES // (load.payload_size + 100),
+        ),
+    )
+    block = load.batch * load.publishers
+    with subscriber_worker(server.port, layout, load.receivers, latency=False) as worker:
+        pubs = [connect(server.port) for _ in range(load.publishers)]
+        try:
+            readers = [hiredis.Reader() for _ in pubs]
+            cpu_before = server.cpu_seconds()
+            start_ns = time.perf_counter_ns()
+            for first in range(0, count, block):
+                worker.wait_for_subscribers(first, max_lead)
+                end = min(first + block, count)
+                for n, pub in enumerate(pubs):
+                    pub.sendall(
+                        b"".join(
+                            publish_command(
+                                k // nchannels, 0, load.channels[k % nchannels], load.payload_size
+                            )
+                            for k in range(first + n, end, load.publishers)
+                        )
+                    )
+                for n, (pub, reader) in enumerate(zip(pubs, readers, strict=True)):
+                    sent = len(range(first + n, end, load.publishers))
+                    expect_integer_replies(pub, reader, sent, load.receivers)
+            report = worker.report()
+            cpu = server.cpu_seconds() - cpu_before
+        finally:
+            for pub in pubs:
+                pub.close()
     elapsed = (report.last_ns - start_ns) / 1e9
-    deliveries = count * subscribers
+    deliveries = count * load.receivers
     return Sample(
         elapsed,
-        {"msgs_per_s": deliveries / elapsed, "cpu_us": cpu * 1e6 / deliveries},
+        {
+            "msgs_per_s": deliveries / elapsed,
+            "cpu_us": cpu * 1e6 / deliveries,
+            "mb_per_s": deliveries * load.payload_size / elapsed / 1e6,
+        },
     )
 
 
@@ -520,7 +679,9 @@ def run_latency(server: Server, count: int, subscribers: int) -> Sample:
     """Publish at a fixed rate, unpipelined; return p50/p99 latency in us."""
     interval_ns = 1_000_000_000 // latency_rate(subscribers)
     with (
-        subscriber_worker(server.port, subscribers, count, latency=True) as worker,
+        subscriber_worker(
+            server.port, channel_layout(subscribers, count), subscribers, latency=True
+        ) as worker,
         connect(server.port) as pub,
     ):
         reader = hiredis.Reader()
@@ -567,11 +728,53 @@ def build_cases(profile: Profile) -> list[Case]:
             group="fanout",
             label=f"fan-out S={subs}",
             metrics=(Metric("msgs_per_s", "msg/s"), Metric("cpu_us", "srv CPU us/msg")),
-            run=partial(run_fanout, subscribers=subs),
+            run=partial(run_pubsub, load=fanout_load(subs)),
             count=max(50, 2_000 // subs),
             sized=True,
         )
         for subs in FANOUT_SUBSCRIBERS
+    ]
+    pubsub_metrics = (Metric("msgs_per_s", "msg/s"), Metric("cpu_us", "srv CPU us/msg"))
+    cases += [
+        Case(
+            name=f"fanout-S{NOPIPE_SUBSCRIBERS}-nopipe",
+            group="nopipe",
+            label=f"fan-out S={NOPIPE_SUBSCRIBERS} no pipeline",
+            metrics=(Metric("msgs_per_s", "msg/s"),),
+            run=partial(run_pubsub, load=fanout_load(NOPIPE_SUBSCRIBERS, batch=1)),
+            count=50,
+            sized=True,
+        ),
+        Case(
+            name=f"channels-{MANY_CHANNELS}",
+            group="channels",
+            label=f"{MANY_CHANNELS:,} channels x1 sub, {MANY_CHANNELS_PUBLISHERS} pubs",
+            metrics=pubsub_metrics,
+            run=partial(run_pubsub, load=many_channels_load()),
+            count=10 * MANY_CHANNELS,
+            sized=True,
+        ),
+        Case(
+            name=f"patterns-{PATTERNS}",
+            group="patterns",
+            label=f"{PATTERNS} patterns over {PATTERN_SUBSCRIBERS} subs",
+            metrics=pubsub_metrics,
+            run=partial(run_pubsub, load=patterns_load()),
+            count=10 * PATTERNS,
+            sized=True,
+        ),
+        Case(
+            name=f"payload-{LARGE_PAYLOAD_SIZE // 1024}k",
+            group="payload",
+            label=f"payload {LARGE_PAYLOAD_SIZE // 1024} KiB S=1",
+            metrics=(Metric("msgs_per_s", "msg/s"), Metric("mb_per_s", "payload MB/s")),
+            run=partial(
+                run_pubsub,
+                load=replace(fanout_load(1), payload_size=LARGE_PAYLOAD_SIZE),
+            ),
+            count=200,
+            sized=True,
+        ),
     ]
     cases += [
         Case(
