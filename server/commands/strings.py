@@ -41,6 +41,16 @@ def to_absolute(conn: Connection, amount: int, unit: int, relative: bool) -> int
     return when if when < 1 << 63 else None
 
 
+def _deadline(conn: Connection, amount: bytes, expiry: tuple[int, bool],
+              name: str) -> int | bytes:
+    """The absolute time of SET's or GETEX's EX/PX/EXAT/PXAT option, or the error reply."""
+    number = parse_integer(amount)
+    if number is None:
+        return NOT_INTEGER
+    when = to_absolute(conn, number, *expiry)
+    return expire_time_error(name) if when is None else when
+
+
 # The expiry options of SET and GETEX: name -> (unit in ms, relative to now).
 _EXPIRY = {b"ex": (1000, True), b"px": (1, True), b"exat": (1000, False), b"pxat": (1, False)}
 
@@ -96,12 +106,9 @@ def set_(conn: Connection, args: list[bytes]) -> bytes:
         i += 1
     when = None
     if expiry is not None:
-        number = parse_integer(amount)
-        if number is None:
-            return NOT_INTEGER
-        when = to_absolute(conn, number, *expiry)
-        if when is None:
-            return expire_time_error("set")
+        when = _deadline(conn, amount, expiry, "set")
+        if type(when) is bytes:
+            return when
     reply = OK
     if with_get:
         old = ks.read(db, key)
@@ -231,12 +238,9 @@ def getex(conn: Connection, args: list[bytes]) -> bytes:
     if type(value) not in STRING_TYPES:
         return WRONGTYPE
     if expiry is not None:
-        number = parse_integer(amount)
-        if number is None:
-            return NOT_INTEGER
-        when = to_absolute(conn, number, *expiry)
-        if when is None:
-            return expire_time_error("getex")
+        when = _deadline(conn, amount, expiry, "getex")
+        if type(when) is bytes:
+            return when
         if not expiry[1] and when <= ks.now():
             ks.delete(db, key)
             ks.notify(GENERIC, b"del", key, db.index)
