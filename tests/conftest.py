@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import shutil
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -110,6 +115,39 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def respd_process(*options: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """`python -m server --port 0 --bind 127.0.0.1 OPTIONS` as a child process, once it
+    has printed its port: (process, port). Stopped (if still running) at the end."""
+    proc = subprocess.Popen([sys.executable, "-m", "server", "--port", "0", "--bind",
+                             "127.0.0.1", *options], cwd=ROOT, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    try:
+        port = None
+        for line in proc.stdout:
+            found = re.search(r"listening on redis://127\.0\.0\.1:(\d+)", line)
+            if found:
+                port = int(found.group(1))
+                break
+        assert port is not None, "respd did not report its port"
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=DEADLINE)
+
+
+def rss(pid: int) -> int:
+    """Resident memory of a process, in bytes."""
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 @contextlib.contextmanager

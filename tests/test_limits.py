@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlparse
 
 import hiredis
@@ -27,11 +23,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from server.serve import DENIED, running, serve
-from tests.conftest import DEADLINE, RawClient, wait_until
+from tests.conftest import DEADLINE, RawClient, respd_process, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
-ROOT = Path(__file__).resolve().parent.parent
 # A client that reads slowly, if at all. Much smaller windows make reading crawl (a few
 # KB per delayed ACK); the server's send buffer (up to 4 MB) still takes data first.
 SMALL_RCVBUF = 65536
@@ -373,24 +368,10 @@ def test_shutdown_now_does_not_wait_for_slow_readers() -> None:
 
 
 def test_sigterm_delivers_what_is_queued() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "server", "--port", "0", "--bind",
-                             "127.0.0.1"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        port = None
-        for line in proc.stdout:
-            found = re.search(r"listening on redis://127\.0\.0\.1:(\d+)", line)
-            if found:
-                port = int(found.group(1))
-                break
-        assert port is not None
-        threading.Thread(target=proc.stdout.read, daemon=True).start()
+    with respd_process() as (proc, port):
         reader = subscriber(port, "reader")
         _queue_for_reader(port).close()
         proc.send_signal(signal.SIGTERM)
         assert _read_all_then_eof(reader) == list(range(MESSAGES))
         assert proc.wait(DEADLINE) == 0
         reader.close()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(DEADLINE)

@@ -8,33 +8,21 @@ limit (the hard limit here is 20000). The memory per connection is printed
 
 from __future__ import annotations
 
-import os
-import re
 import resource
 import selectors
 import socket
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEADLINE
+from tests.conftest import DEADLINE, respd_process, rss
 
 pytestmark = pytest.mark.timeout(120)
 
-ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 10_000
 BATCH = 1000  # connections opened before their confirmations are read (the accept queue)
 SUBSCRIBED = b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n"
 MESSAGE = b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n"
-
-
-def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 @pytest.fixture
@@ -54,24 +42,9 @@ def file_limit() -> Iterator[None]:
 @pytest.fixture
 def respd(file_limit: None) -> Iterator[tuple[int, int]]:
     """respd in a child process: (pid, port)."""
-    proc = subprocess.Popen([sys.executable, "-m", "server", "--port", "0", "--bind",
-                             "127.0.0.1", "--maxclients", str(CLIENTS + 100),
-                             "--tcp-backlog", "4096"], cwd=ROOT, stdout=subprocess.PIPE,
-                            text=True)
-    assert proc.stdout is not None
-    try:
-        port = None
-        for line in proc.stdout:
-            found = re.search(r"listening on redis://127\.0\.0\.1:(\d+)", line)
-            if found:
-                port = int(found.group(1))
-                break
-        assert port is not None, "respd did not report its port"
-        threading.Thread(target=proc.stdout.read, daemon=True).start()
+    with respd_process("--maxclients", str(CLIENTS + 100), "--tcp-backlog", "4096") as (
+            proc, port):
         yield proc.pid, port
-    finally:
-        proc.terminate()
-        proc.wait(DEADLINE)
 
 
 def read_exactly(socks: list[socket.socket], expected: bytes) -> None:

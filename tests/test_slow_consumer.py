@@ -5,48 +5,23 @@ The server runs as a separate process so its resident memory can be read from /p
 
 from __future__ import annotations
 
-import os
-import re
 import socket
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import hiredis
 import pytest
 
-from tests.conftest import DEADLINE, RawClient, wait_until
+from tests.conftest import DEADLINE, RawClient, respd_process, rss, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = 64 * 1024
 MESSAGES = 1600  # 100 MiB in all
-
-
-def rss(pid: int) -> int:
-    """Resident memory of a process, in bytes."""
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 @pytest.fixture
 def server_process():
     """respd as a child process with the default pub/sub output-buffer limits."""
-    proc = subprocess.Popen([sys.executable, "-m", "server", "--port", "0", "--bind",
-                             "127.0.0.1"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        port = None
-        for line in proc.stdout:
-            found = re.search(r"listening on redis://127\.0\.0\.1:(\d+)", line)
-            if found:
-                port = int(found.group(1))
-                break
-        assert port is not None, "respd did not report its port"
-        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
+    with respd_process() as (proc, port):
         yield proc, port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=DEADLINE)
 
 
 def read_messages(client: RawClient, count: int, out: list[int]) -> None:
