@@ -268,5 +268,8 @@ def test_redis_cli_as_an_acl_user(acl_port: int) -> None:
     assert redis_cli(acl_port, *login, "publish", "alerts", "hi") == "0"
     assert "No permissions to access a channel" in redis_cli(acl_port, *login, "publish",
                                                              "other", "hi")
+    # redis-cli has exited; its connection is gone once the server has seen the close.
+    wait_until(lambda: b"user=erin" not in admin.execute_command("CLIENT", "LIST"),
+               message="redis-cli's connection to close")
     assert admin.execute_command("CLIENT", "KILL", "USER", "erin") == 0
     admin.close()
