@@ -9,6 +9,10 @@ Who sends (one rule per connection, so bytes stay in order):
 - Measured: trio's `await sock.send` yields to the scheduler after every successful
   send; sending without it, and waiting for readability before `recv` instead of
   trying a `recv` that usually fails, cut the CPU per request (see the README).
+
+Who reads: for a plain socket, the server's reactor (`server/reactor.py`) runs the
+connection's `step` when requests arrive, and wakes the connection's reader task only
+for what must be awaited; a TLS connection's reader task waits and steps itself.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ RECV_SIZE = 65536
 # replies wait, they are sent (and, for a client that does not read, waited for) first.
 CHUNK = 64
 REPLY_BOUND = 1 << 20
+# What a connection's step leaves to do (Connection.step).
+READY, WAIT, ENDED = 0, 1, 2
 
 
 def _address(addr: object) -> str:
@@ -56,6 +62,7 @@ class Connection(Subscriber):
     __slots__ = (
         "addr",
         "authenticated",
+        "backlog",
         "cancel_scope",
         "closing",
         "congested",
@@ -64,6 +71,8 @@ class Connection(Subscriber):
         "drained",
         "fd",
         "flags",
+        "handoff",
+        "handoff_state",
         "id",
         "laddr",
         "last_command",
@@ -112,6 +121,9 @@ class Connection(Subscriber):
         self.drained: trio.Event | None = None  # set when the writer empties the outbox
         self.closing = False  # close once the outbox is flushed (QUIT, protocol error)
         self.wakeup = trio.Event()  # set to wake the writer
+        self.handoff: trio.Event | None = None  # set by the reactor to wake the reader
+        self.handoff_state = READY  # what the reactor's step left the reader to do
+        self.backlog: tuple | None = None  # a batch too large to run without yielding
         self.cancel_scope: trio.CancelScope | None = None  # ends both tasks (CLIENT KILL)
         # As Redis: a new client runs as `default`, and is authenticated if that user has
         # no password (a client that connected before requirepass was set stays in).
@@ -165,53 +177,101 @@ class Connection(Subscriber):
             self.sock.close()
 
     async def _reader(self) -> None:
-        """Read, run every complete command, answer the whole batch with one send."""
+        """Read, run every complete command, answer the whole batch with one send.
+
+        A plain socket is watched by the server's reactor, which runs this connection's
+        batches itself (`step`) and wakes this task only for what must wait; a TLS
+        connection waits for its socket here."""
+        reactor = self.server.reactor
+        plain = type(self.raw) is socket.socket
         raw = self.raw
-        wait_readable = self.wait_readable
-        feed = self.parser.feed
-        server = self.server
         while not self.closing:
-            # Wait first: after answering, the next request is rarely there yet, and a
-            # recv that fails costs a system call. Waiting is also this loop's yield.
-            await wait_readable(raw)
-            if self.closing:  # shutting down: requests from now on are not taken
-                break
-            try:
-                data = raw.recv(RECV_SIZE)
-            except BlockingIOError:
-                continue
-            if not data:
+            if plain and reactor.running:
+                self.handoff = trio.Event()
+                reactor.watch(self)
+                await self.handoff.wait()
+                state = self.handoff_state
+            else:
+                # Wait first: after answering, the next request is rarely there yet, and
+                # a recv that fails costs a system call. Waiting is also this loop's yield.
+                await self.wait_readable(raw)
+                state = self.step()
+            if await self._after_step(state):
                 return
-            commands, problem = feed(data)
-            self.last_interaction = time.monotonic()
-            if self.parser.pending > server.query_buffer_limit:
-                self._query_buffer_overflow()
-                return
-            server.commands_processed += len(commands)
-            if len(commands) > CHUNK:
-                commands = await self._run_leading_chunks(commands)
-            for args in commands:
-                try:
-                    execute(self, args)
-                except Exception:
-                    log.exception("command %r failed", args[:1])
-                    self.outbox.append(error("internal error"))
-                if self.closing:
-                    break
-            if problem is not None and not self.closing:
-                log.debug("Protocol error (%s) from client: id=%d addr=%s",
-                          problem.decode(errors="replace"), self.id, self.addr)
-                reply = error(problem)
-                self.outbox.append(reply)
-                server.stats.error_reply(reply)  # counted in INFO errorstats, as in Redis
-                self.closing = True
-            if server.hub.touched:
-                server.flush_touched(self)
-            if self.outbox and not self.congested:
-                self.send_now()
-                if self.outbox and not self.subscribed:
-                    await self._wait_drained()
         await self.drain()
+
+    def step(self) -> int:
+        """Read what has arrived, run its complete commands and send the replies, all
+        without yielding. Returns READY when the connection can wait for more requests,
+        or what must be awaited first: WAIT (its batch is too large to run at once, or
+        the client does not read its replies) or ENDED (the client left, or is dropped)."""
+        if self.closing:  # shutting down: requests from now on are not taken
+            return WAIT
+        try:
+            data = self.raw.recv(RECV_SIZE)
+        except BlockingIOError:
+            return READY
+        if not data:
+            return ENDED
+        server = self.server
+        commands, problem = self.parser.feed(data)
+        self.last_interaction = time.monotonic()
+        if self.parser.pending > server.query_buffer_limit:
+            self._query_buffer_overflow()
+            return ENDED
+        server.commands_processed += len(commands)
+        if len(commands) > CHUNK:
+            self.backlog = (commands, problem)
+            return WAIT
+        return self._run_batch(commands, problem)
+
+    def _run_batch(self, commands: list[list[bytes]], problem: bytes | None) -> int:
+        """Run a batch of commands, then answer it with one send (see `step`)."""
+        server = self.server
+        self._run_commands(commands)
+        if problem is not None and not self.closing:
+            log.debug("Protocol error (%s) from client: id=%d addr=%s",
+                      problem.decode(errors="replace"), self.id, self.addr)
+            reply = error(problem)
+            self.outbox.append(reply)
+            server.stats.error_reply(reply)  # counted in INFO errorstats, as in Redis
+            self.closing = True
+        if server.hub.touched:
+            server.flush_touched(self)
+        if self.outbox and not self.congested:
+            self.send_now()
+            if self.outbox and not self.subscribed:
+                return WAIT
+        return WAIT if self.closing else READY
+
+    def _run_commands(self, commands: list[list[bytes]]) -> bool:
+        """Run commands in order, their replies queued; True if one closed the connection
+        (the rest are not run)."""
+        for args in commands:
+            try:
+                execute(self, args)
+            except Exception:
+                log.exception("command %r failed", args[:1])
+                self.outbox.append(error("internal error"))
+            if self.closing:
+                return True
+        return False
+
+    async def _after_step(self, state: int) -> bool:
+        """Do what `step` left to await; True if the connection has ended."""
+        if state == READY:
+            return False
+        if state == ENDED:
+            return True
+        if self.backlog is not None:
+            commands, problem = self.backlog
+            self.backlog = None
+            commands = await self._run_leading_chunks(commands)
+            if self._run_batch(commands, problem) == READY:
+                return False
+        if self.outbox and not self.subscribed:
+            await self._wait_drained()
+        return False
 
     async def _run_leading_chunks(self, commands: list[list[bytes]]) -> list[list[bytes]]:
         """Run a large batch CHUNK commands at a time, answering (and waiting for a client
@@ -220,14 +280,8 @@ class Connection(Subscriber):
         server = self.server
         start = 0
         while len(commands) - start > CHUNK:
-            for args in commands[start:start + CHUNK]:
-                try:
-                    execute(self, args)
-                except Exception:
-                    log.exception("command %r failed", args[:1])
-                    self.outbox.append(error("internal error"))
-                if self.closing:
-                    return []
+            if self._run_commands(commands[start:start + CHUNK]):
+                return []
             start += CHUNK
             if sum(map(len, self.outbox)) > REPLY_BOUND:
                 if server.hub.touched:

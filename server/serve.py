@@ -41,6 +41,7 @@ from server.config import Config, ConfigError
 from server.connection import Connection, is_local
 from server.commands.transactions import unwatch_all
 from server.keyspace import Keyspace, active_expiry
+from server.reactor import Reactor
 from server.transport import TLSConnection, tls_context
 from server.tracking import Tracking
 
@@ -78,6 +79,7 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.hub = Hub()
+        self.reactor = Reactor()
         self.keyspace = Keyspace(config, self.hub)
         self.clients: dict[int, Connection] = {}  # client id -> connection, in id order
         self.next_client_id = 1
@@ -231,6 +233,7 @@ class Server:
 
     def forget(self, conn: Connection) -> None:
         """Remove a connection that has ended, and every subscription it had."""
+        self.reactor.forget(conn)
         self.hub.remove_all(conn)
         unwatch_all(conn)
         self.tracking.disable(conn)
@@ -475,19 +478,22 @@ async def serve(config: Config | None = None, *,
     log.info("respd %s (Redis %s compatible) ready to accept connections on %s, pid=%d",
              VERSION, REDIS_VERSION, ", ".join(shown), os.getpid())
     try:
-        async with trio.open_nursery() as clients:
-            async with trio.open_nursery() as accepting:
-                for listener, tls in listeners:
-                    accepting.start_soon(srv._accept, listener, clients, tls)
-                accepting.start_soon(active_expiry, srv)
-                accepting.start_soon(srv._clients_cron)
-                srv.token = trio.lowlevel.current_trio_token()
-                task_status.started(srv)
-                await srv.shutdown_requested.wait()
-                accepting.cancel_scope.cancel()
-            for listener, _ in listeners:  # refuse new connections while delivering
-                listener.close()
-            await srv._shutdown()
+        async with trio.open_nursery() as reading:
+            reading.start_soon(srv.reactor.run)
+            async with trio.open_nursery() as clients:
+                async with trio.open_nursery() as accepting:
+                    for listener, tls in listeners:
+                        accepting.start_soon(srv._accept, listener, clients, tls)
+                    accepting.start_soon(active_expiry, srv)
+                    accepting.start_soon(srv._clients_cron)
+                    srv.token = trio.lowlevel.current_trio_token()
+                    task_status.started(srv)
+                    await srv.shutdown_requested.wait()
+                    accepting.cancel_scope.cancel()
+                for listener, _ in listeners:  # refuse new connections while delivering
+                    listener.close()
+                await srv._shutdown()
+            reading.cancel_scope.cancel()
     finally:
         for listener, _ in listeners:
             listener.close()

@@ -1,0 +1,80 @@
+"""The reactor: one task that reads every plain-socket client.
+
+trio's cost is per wake-up: a task per connection waiting for its socket pays, for
+each batch of requests, an epoll registration and a task switch. The reactor keeps the
+sockets of the connections that are waiting for requests in its own level-triggered
+epoll set, waits on that set's descriptor once, and runs the batch of every connection
+that is ready in one loop (`Connection.step`: recv, run, one send, no yield). A
+connection is handed back to its own task, and leaves the set, only when it must
+wait for something: a client that does not read its replies, a batch too large to run
+at once, a close. TLS connections read in their own tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+from typing import TYPE_CHECKING
+
+import trio
+
+from server.connection import ENDED, READY
+
+if TYPE_CHECKING:
+    from server.connection import Connection
+
+log = logging.getLogger("respd")
+
+MAX_EVENTS = 1024  # connections served per round; more wait for the next round
+
+
+class Reactor:
+    """Watches waiting connections' sockets; runs their batches as they become readable."""
+
+    def __init__(self) -> None:
+        self.watched: dict[int, Connection] = {}  # by file descriptor
+        self.running = False
+        self._epoll: select.epoll | None = None
+
+    def watch(self, conn: Connection) -> None:
+        """Read conn's requests here until it must wait; then set its handoff event."""
+        self.watched[conn.fd] = conn
+        self._epoll.register(conn.fd, select.EPOLLIN)
+
+    def forget(self, conn: Connection) -> None:
+        """Stop watching conn (its task ends; its socket is about to close)."""
+        if self.watched.get(conn.fd) is conn:
+            del self.watched[conn.fd]
+            self._epoll.unregister(conn.fd)
+
+    async def run(self) -> None:
+        """Serve ready connections until cancelled."""
+        epoll = self._epoll = select.epoll()
+        self.running = True
+        watched = self.watched
+        wait_readable = trio.lowlevel.wait_readable
+        try:
+            while True:
+                await wait_readable(epoll)
+                for fd, _ in epoll.poll(0, MAX_EVENTS):
+                    conn = watched.get(fd)
+                    if conn is None:
+                        continue
+                    try:
+                        state = conn.step()
+                    except OSError:  # a reset: the connection's task ends it
+                        state = ENDED
+                    except Exception:
+                        log.exception("client id=%d failed", conn.id)
+                        state = ENDED
+                    if state != READY:
+                        self.forget(conn)
+                        conn.handoff_state = state
+                        conn.handoff.set()
+        finally:
+            self.running = False
+            for conn in list(watched.values()):  # wake them: they read on their own
+                self.forget(conn)
+                conn.handoff_state = READY
+                conn.handoff.set()
+            epoll.close()
