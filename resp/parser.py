@@ -13,7 +13,10 @@ How:
   a wider language than requests (other types, nesting, `~` and `|` aggregates that also
   come out as lists, `+`, `(` and `=` strings that also come out as bytes), so a request
   it returns is taken only if it was in Redis's own encoding: an array of bulk strings
-  whose type bytes sit where that encoding puts them (`_encoded_end`).
+  whose type bytes sit where that encoding puts them (checked in `_fast`: hiredis
+  reads only canonical numbers, as string2ll, and ends each header line at its first
+  CRLF, so a `*` at the start and a `$` at each place the canonical `*n` / `$len`
+  encoding of the list it returned puts one prove the bytes were that encoding).
 - hiredis allocates a list of the announced size as soon as it reads an aggregate header,
   and freeing it unfilled takes time in proportion: `*2147483647`, which Redis accepts
   and waits on, would stall the server for seconds, and `*4294967295` raises MemoryError.
@@ -51,6 +54,8 @@ _STAR, _DOLLAR = ord("*"), ord("$")
 _COUNT_SHAPE = bytes(_STAR if i in b"*~|>" else 0x30 if 0x30 <= i <= 0x39 else 0x2E
                      for i in range(256))
 _BIG_COUNT = b"*00000"
+_SMALL = 10000
+_DIGITS = tuple(len(str(i)) for i in range(_SMALL))  # decimal digits of small sizes
 
 
 class _Incomplete(Exception):
@@ -255,24 +260,6 @@ def _may_hide_big_count(buf: bytes | bytearray, pos: int) -> bool:
     return _BIG_COUNT in buf[pos:].translate(_COUNT_SHAPE)
 
 
-def _encoded_end(buf: bytes | bytearray, pos: int, args: object) -> int:
-    """Where the request hiredis read at pos ends if it was in Redis's own encoding, else -1.
-
-    hiredis reads only canonical numbers (as string2ll) and ends each header line at its
-    first CRLF, so a `*` at pos, a list of bytes, and a `$` at each place the canonical
-    `*n` / `$len` encoding of that list puts one prove the bytes were that encoding.
-    """
-    if type(args) is not list or buf[pos] != _STAR:
-        return -1
-    pos += 3 + len(str(len(args)))
-    for arg in args:
-        if type(arg) is not bytes or buf[pos] != _DOLLAR:
-            return -1
-        size = len(arg)
-        pos += 5 + size + len(str(size))
-    return pos
-
-
 class RequestParser:
     """Turns the bytes of one connection into commands, keeping what is incomplete."""
 
@@ -350,15 +337,20 @@ class RequestParser:
         gets = reader.gets
         max_bulk = self.max_bulk_len
         may_be_too_long = len(buf) - pos > max_bulk
+        digits = _DIGITS
         try:
             while (args := gets()) is not False:
-                # The check of _encoded_end, inlined for the common one-argument request.
-                if type(args) is list and len(args) == 1 and type(args[0]) is bytes \
-                        and buf[pos] == _STAR and buf[pos + 4] == _DOLLAR:
-                    size = len(args[0])
-                    end = pos + 9 + size + len(str(size))
-                else:
-                    end = _encoded_end(buf, pos, args)
+                # Redis's own encoding: a `*` here, bytes elements, a `$` before each.
+                if type(args) is not list or buf[pos] != _STAR:
+                    break
+                count = len(args)
+                end = pos + 3 + (digits[count] if count < _SMALL else len(str(count)))
+                for arg in args:
+                    if type(arg) is not bytes or buf[end] != _DOLLAR:
+                        end = -1
+                        break
+                    size = len(arg)
+                    end += 5 + size + (digits[size] if size < _SMALL else len(str(size)))
                 if end < 0 or (may_be_too_long and max(map(len, args), default=0) > max_bulk):
                     break
                 if args:

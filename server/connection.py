@@ -195,16 +195,22 @@ class Connection(Subscriber):
                 # Wait first: after answering, the next request is rarely there yet, and
                 # a recv that fails costs a system call. Waiting is also this loop's yield.
                 await self.wait_readable(raw)
-                state = self.step()
+                state = self.step(True)
             if await self._after_step(state):
                 return
         await self.drain()
 
-    def step(self) -> int:
+    def step(self, flush: bool) -> int:
         """Read what has arrived, run its complete commands and send the replies, all
         without yielding. Returns READY when the connection can wait for more requests,
         or what must be awaited first: WAIT (its batch is too large to run at once, or
-        the client does not read its replies) or ENDED (the client left, or is dropped)."""
+        the client does not read its replies) or ENDED (the client left, or is dropped).
+
+        With flush, the subscribers the batch gave messages are sent them at its end;
+        the reactor passes False and sends them once, after all the batches of its round
+        (as Redis writes to clients in beforeSleep): a subscriber fed by several
+        publishers in a round gets their messages in one send. (While clients track
+        keys, the batch sends its invalidations before its replies, whatever flush says.)"""
         if self.closing:  # shutting down: requests from now on are not taken
             return WAIT
         try:
@@ -223,9 +229,10 @@ class Connection(Subscriber):
         if len(commands) > CHUNK:
             self.backlog = (commands, problem)
             return WAIT
-        return self._run_batch(commands, problem)
+        return self._run_batch(commands, problem, flush)
 
-    def _run_batch(self, commands: list[list[bytes]], problem: bytes | None) -> int:
+    def _run_batch(self, commands: list[list[bytes]], problem: bytes | None,
+                   flush: bool) -> int:
         """Run a batch of commands, then answer it with one send (see `step`)."""
         server = self.server
         self._run_commands(commands)
@@ -236,7 +243,9 @@ class Connection(Subscriber):
             self.outbox.append(reply)
             server.stats.error_reply(reply)  # counted in INFO errorstats, as in Redis
             self.closing = True
-        if server.hub.touched:
+        # Invalidations of client-side caches leave before this batch's replies, so a
+        # client told its write is done is not then served a stale value from a cache.
+        if server.hub.touched and (flush or server.keyspace.tracking is not None):
             server.flush_touched(self)
         if self.outbox and not self.congested:
             self.send_now()
@@ -267,7 +276,7 @@ class Connection(Subscriber):
             commands, problem = self.backlog
             self.backlog = None
             commands = await self._run_leading_chunks(commands)
-            if self._run_batch(commands, problem) == READY:
+            if self._run_batch(commands, problem, True) == READY:
                 return False
         if self.outbox and not self.subscribed:
             await self._wait_drained()

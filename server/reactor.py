@@ -4,7 +4,8 @@ trio's cost is per wake-up: a task per connection waiting for its socket pays, f
 each batch of requests, an epoll registration and a task switch. The reactor keeps the
 sockets of the connections that are waiting for requests in its own level-triggered
 epoll set, waits on that set's descriptor once, and runs the batch of every connection
-that is ready in one loop (`Connection.step`: recv, run, one send, no yield). A
+that is ready in one loop (`Connection.step`: recv, run, one send, no yield), then
+sends each subscriber what the round's publishers gave it, once. A
 connection is handed back to its own task, and leaves the set, only when it must
 wait for something: a client that does not read its replies, a batch too large to run
 at once, a close. TLS connections read in their own tasks.
@@ -22,6 +23,7 @@ from server.connection import ENDED, READY
 
 if TYPE_CHECKING:
     from server.connection import Connection
+    from server.serve import Server
 
 log = logging.getLogger("respd")
 
@@ -31,7 +33,8 @@ MAX_EVENTS = 1024  # connections served per round; more wait for the next round
 class Reactor:
     """Watches waiting connections' sockets; runs their batches as they become readable."""
 
-    def __init__(self) -> None:
+    def __init__(self, server: Server) -> None:
+        self.server = server
         self.watched: dict[int, Connection] = {}  # by file descriptor
         self.running = False
         self._epoll: select.epoll | None = None
@@ -52,6 +55,7 @@ class Reactor:
         epoll = self._epoll = select.epoll()
         self.running = True
         watched = self.watched
+        hub = self.server.hub
         wait_readable = trio.lowlevel.wait_readable
         try:
             while True:
@@ -61,7 +65,7 @@ class Reactor:
                     if conn is None:
                         continue
                     try:
-                        state = conn.step()
+                        state = conn.step(False)
                     except OSError:  # a reset: the connection's task ends it
                         state = ENDED
                     except Exception:
@@ -71,6 +75,8 @@ class Reactor:
                         self.forget(conn)
                         conn.handoff_state = state
                         conn.handoff.set()
+                if hub.touched:  # send each subscriber what the round gave it, at once
+                    self.server.flush_touched(None)
         finally:
             self.running = False
             for conn in list(watched.values()):  # wake them: they read on their own
