@@ -528,3 +528,21 @@ def test_random_mutations_agree_with_parse_exact() -> None:
         assert feed(stream) == expected, stream
         assert feed(stream, cut(stream, [rng.randrange(len(stream) + 1)
                                          for _ in range(3)])) == expected, stream
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"*", b"~", b"|", b">", b"1", b"0", b"9", b"x", b"\r\n",
+                                 b"99999", b"12345", b"*1234", b"x" * 700]),
+                max_size=60),
+       st.integers(min_value=0, max_value=50))
+def test_big_count_scan_of_a_large_buffer_agrees_with_the_translated_one(
+        parts: list[bytes], pos: int) -> None:
+    """A buffer past _SCAN_FROM is scanned type byte by type byte; it must find exactly
+    the aggregate headers of five or more digits that the translation finds."""
+    buf = b"".join(parts)
+    pos = min(pos, len(buf))
+    translated = resp.parser._BIG_COUNT in buf[pos:].translate(resp.parser._COUNT_SHAPE)
+    padded = b"x" * resp.parser._SCAN_FROM + buf
+    assert resp.parser._may_hide_big_count(padded, pos + resp.parser._SCAN_FROM) == translated
+    assert resp.parser._may_hide_big_count(bytearray(padded), resp.parser._SCAN_FROM + pos) \
+        == translated
