@@ -14,7 +14,8 @@ rounds and stopped at the end.  Three kinds of benchmark are run:
   publisher connections; 100 patterns ``p.<i>.*`` over 10 subscribers, each
   PUBLISH matching one; one subscriber and 16 KiB payloads (also MB/s);
 * publish-to-receive latency at a fixed publish rate: p50 and p99 measured at
-  every subscriber.
+  every subscriber; and at half of the rate at which Redis saturates with S
+  subscribers (measured first, in the same run), offered by a paced publisher.
 
 Usage: ``python scripts/bench.py [--quick] [--rounds N] [--only NAMES]
 [--json PATH]``.  The table shows, per figure, the median and the min-max range
@@ -700,6 +701,80 @@ def run_latency(server: Server, count: int, subscribers: int) -> Sample:
     )
 
 
+# Publish rates (msg/s) of the latency-at-half-saturation cases, by S: half the rate
+# at which the reference server (Redis) saturates with S subscribers, measured first.
+HALF_SATURATION: dict[int, int] = {}
+LATENCY_TICK_NS = 1_000_000  # the paced publisher sleeps at most this long
+
+
+def measure_half_saturation(fanout_cases: dict[int, Case], server: Server,
+                            profile: Profile) -> None:
+    """Fill HALF_SATURATION from fan-out runs of a pipelining publisher on server."""
+    for subs, case in fanout_cases.items():
+        progress(f"measuring the saturation rate of {server.name} for S={subs}")
+        sample = case.run(server, calibrate(case, server, profile))
+        publishes = sample.metrics["msgs_per_s"] / subs
+        HALF_SATURATION[subs] = max(1, int(publishes / 2))
+        print(f"{server.name} saturates at {publishes:,.0f} PUBLISH/s with S={subs}: latency "
+              f"measured at {HALF_SATURATION[subs]:,}/s", file=sys.stderr)
+
+
+def drain_integer_replies(sock: socket.socket, reader: hiredis.Reader, expected: int) -> int:
+    """Read the PUBLISH replies that have arrived, without waiting; return how many."""
+    count = 0
+    while True:
+        try:
+            data = sock.recv(262144, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return count
+        if not data:
+            raise BenchError("server closed the connection")
+        reader.feed(data)
+        while (reply := reader.gets()) is not False:
+            if reply != expected:
+                raise BenchError(f"PUBLISH replied {reply!r}, expected {expected}")
+            count += 1
+
+
+def run_paced_latency(server: Server, count: int, subscribers: int, seconds: float) -> Sample:
+    """Offer PUBLISHes at half of Redis's saturation rate for S; return p50/p99 latency.
+
+    Each message carries the time it was due, so a server that falls behind shows
+    its queueing delay (no coordinated omission); what is due goes out in one write.
+    """
+    rate = HALF_SATURATION[subscribers]
+    count = max(100, round(rate * seconds))
+    interval_ns = 1_000_000_000 / rate
+    with (
+        subscriber_worker(
+            server.port, channel_layout(subscribers, count), subscribers, latency=True
+        ) as worker,
+        connect(server.port) as pub,
+    ):
+        reader = hiredis.Reader()
+        replies = sent = 0
+        start_ns = time.perf_counter_ns()
+        while sent < count:
+            now = time.perf_counter_ns()
+            due = min(count, int((now - start_ns) / interval_ns) + 1)
+            if due > sent:
+                pub.sendall(b"".join(publish_command(seq, start_ns + int(seq * interval_ns))
+                                     for seq in range(sent, due)))
+                sent = due
+            else:
+                wait_ns = start_ns + sent * interval_ns - now
+                time.sleep(min(wait_ns, LATENCY_TICK_NS) / 1e9)
+            replies += drain_integer_replies(pub, reader, subscribers)
+        expect_integer_replies(pub, reader, count - replies, subscribers)
+        report = worker.report()
+    latencies = sorted(report.latencies_ns)
+    return Sample(
+        (report.last_ns - start_ns) / 1e9,
+        {"p50_us": percentile(latencies, 50) / 1e3, "p99_us": percentile(latencies, 99) / 1e3,
+         "rate": rate},
+    )
+
+
 def percentile(sorted_values: list[int], pct: float) -> int:
     """Return the nearest-rank percentile of an ascending list."""
     rank = max(1, round(pct / 100 * len(sorted_values)))
@@ -784,6 +859,19 @@ def build_cases(profile: Profile) -> list[Case]:
             metrics=(Metric("p50_us", "p50 us"), Metric("p99_us", "p99 us")),
             run=partial(run_latency, subscribers=subs),
             count=round(latency_rate(subs) * profile.latency_seconds),
+            sized=False,
+        )
+        for subs in LATENCY_SUBSCRIBERS
+    ]
+    cases += [
+        Case(
+            name=f"latency-half-S{subs}",
+            group="latency-half",
+            label=f"latency S={subs} @half redis max",
+            metrics=(Metric("p50_us", "p50 us"), Metric("p99_us", "p99 us")),
+            run=partial(run_paced_latency, subscribers=subs,
+                        seconds=profile.latency_seconds),
+            count=0,  # from the rate measured at the start of the run
             sized=False,
         )
         for subs in LATENCY_SUBSCRIBERS
@@ -1013,6 +1101,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for name, command in commands.items():
                 servers.append(start_server(name, command, Path(log_dir)))
+            if any(case.group == "latency-half" for case in cases):
+                fanout = {c.name: c for c in build_cases(profile)}
+                measure_half_saturation(
+                    {subs: fanout[f"fanout-S{subs}"] for subs in LATENCY_SUBSCRIBERS},
+                    servers[-1], profile)  # redis when installed, else respd
             records = run_all(cases, servers, profile)
         except BenchError as exc:
             print(f"ERROR: {exc}", file=sys.stderr)
