@@ -676,15 +676,34 @@ def latency_rate(subscribers: int) -> int:
     return min(LATENCY_MAX_RATE, LATENCY_MAX_DELIVERIES // subscribers)
 
 
-def run_latency(server: Server, count: int, subscribers: int) -> Sample:
-    """Publish at a fixed rate, unpipelined; return p50/p99 latency in us."""
-    interval_ns = 1_000_000_000 // latency_rate(subscribers)
+@contextmanager
+def latency_clients(server: Server, subscribers: int,
+                    count: int) -> Iterator[tuple[SubscriberWorker, socket.socket]]:
+    """S subscribers recording each message's latency (in a worker process), and a
+    publisher connection."""
     with (
         subscriber_worker(
             server.port, channel_layout(subscribers, count), subscribers, latency=True
         ) as worker,
         connect(server.port) as pub,
     ):
+        yield worker, pub
+
+
+def latency_sample(report: SubscriberReport, start_ns: int, **extra: float) -> Sample:
+    """The p50 and p99 publish-to-receive latency (us) of a run that started at start_ns."""
+    latencies = sorted(report.latencies_ns)
+    return Sample(
+        (report.last_ns - start_ns) / 1e9,
+        {"p50_us": percentile(latencies, 50) / 1e3, "p99_us": percentile(latencies, 99) / 1e3,
+         **extra},
+    )
+
+
+def run_latency(server: Server, count: int, subscribers: int) -> Sample:
+    """Publish at a fixed rate, unpipelined; return p50/p99 latency in us."""
+    interval_ns = 1_000_000_000 // latency_rate(subscribers)
+    with latency_clients(server, subscribers, count) as (worker, pub):
         reader = hiredis.Reader()
         start_ns = time.perf_counter_ns()
         for seq in range(count):
@@ -694,11 +713,7 @@ def run_latency(server: Server, count: int, subscribers: int) -> Sample:
             pub.sendall(publish_command(seq, time.perf_counter_ns()))
             expect_integer_replies(pub, reader, 1, subscribers)
         report = worker.report()
-    latencies = sorted(report.latencies_ns)
-    return Sample(
-        (report.last_ns - start_ns) / 1e9,
-        {"p50_us": percentile(latencies, 50) / 1e3, "p99_us": percentile(latencies, 99) / 1e3},
-    )
+    return latency_sample(report, start_ns)
 
 
 # Publish rates (msg/s) of the latency-at-half-saturation cases, by S: half the rate
@@ -745,12 +760,7 @@ def run_paced_latency(server: Server, count: int, subscribers: int, seconds: flo
     rate = HALF_SATURATION[subscribers]
     count = max(100, round(rate * seconds))
     interval_ns = 1_000_000_000 / rate
-    with (
-        subscriber_worker(
-            server.port, channel_layout(subscribers, count), subscribers, latency=True
-        ) as worker,
-        connect(server.port) as pub,
-    ):
+    with latency_clients(server, subscribers, count) as (worker, pub):
         reader = hiredis.Reader()
         replies = sent = 0
         start_ns = time.perf_counter_ns()
@@ -767,12 +777,7 @@ def run_paced_latency(server: Server, count: int, subscribers: int, seconds: flo
             replies += drain_integer_replies(pub, reader, subscribers)
         expect_integer_replies(pub, reader, count - replies, subscribers)
         report = worker.report()
-    latencies = sorted(report.latencies_ns)
-    return Sample(
-        (report.last_ns - start_ns) / 1e9,
-        {"p50_us": percentile(latencies, 50) / 1e3, "p99_us": percentile(latencies, 99) / 1e3,
-         "rate": rate},
-    )
+    return latency_sample(report, start_ns, rate=rate)
 
 
 def percentile(sorted_values: list[int], pct: float) -> int:
