@@ -202,10 +202,14 @@ class Hub:
         if subs:  # the common case, inlined: one formatting, one loop
             resp2 = b"*3\r\n$7\r\nmessage\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
                 len(channel), channel, len(message), message)
-            resp3 = b">" + resp2[1:]
+            resp3 = None  # made for the first RESP3 subscriber: a copy of the payload
             size = len(resp2)
             for sub in subs:
-                sub.outbox.append(resp3 if sub.resp3 else resp2)
+                if sub.resp3:
+                    resp3 = resp3 or b">" + resp2[1:]
+                    sub.outbox.append(resp3)
+                else:
+                    sub.outbox.append(resp2)
                 sub.outbox_size += size
             self.touched.update(subs)
             delivered = len(subs)
@@ -229,10 +233,14 @@ class Hub:
     def _deliver(self, subs: dict[Subscriber, None], body: bytes, parts: int) -> int:
         """Append one frame to every subscriber's outbox: a tight loop, no call per subscriber."""
         resp2 = b"*%d\r\n%b" % (parts, body)
-        resp3 = b">" + resp2[1:]
+        resp3 = None
         size = len(resp2)
         for sub in subs:
-            sub.outbox.append(resp3 if sub.resp3 else resp2)
+            if sub.resp3:
+                resp3 = resp3 or b">" + resp2[1:]
+                sub.outbox.append(resp3)
+            else:
+                sub.outbox.append(resp2)
             sub.outbox_size += size
         self.touched.update(subs)
         return len(subs)

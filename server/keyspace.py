@@ -365,7 +365,10 @@ class Keyspace:
                 self.notify(NEW, b"new", key, db.index)
         else:
             data[key] = value
-            self.used += cost(key, value) - cost(key, old)
+            if type(value) is bytes and type(old) is bytes:  # the key's part is unchanged
+                self.used += len(value) - len(old)
+            else:
+                self.used += cost(key, value) - cost(key, old)
             if not keepttl and db.expires and key in db.expires:
                 self._drop_ttl(db, key)
         if self.lfu:
