@@ -55,8 +55,7 @@ _COUNT_SHAPE = bytes(_STAR if i in b"*~|>" else 0x30 if 0x30 <= i <= 0x39 else 0
                      for i in range(256))
 _BIG_COUNT = b"*00000"
 _AGGREGATES = tuple(b"*~|>")
-_SCAN_FROM = 4096  # from this size a buffer's type bytes are looked at one by one
-_SCAN_BUDGET = 64  # ... unless there are more of them than this
+_SCAN_FROM = 4096  # from this size a buffer's sparse type bytes are looked at one by one
 _SMALL = 10000
 _DIGITS = tuple(len(str(i)) for i in range(_SMALL))  # decimal digits of small sizes
 
@@ -262,9 +261,10 @@ def _may_hide_big_count(buf: bytes | bytearray, pos: int) -> bool:
     """Whether hiredis might read an aggregate header of 10000 or more in buf[pos:]:
     an aggregate type byte followed by five digits."""
     if len(buf) - pos >= _SCAN_FROM:
-        # A large buffer is mostly payload with few type bytes: look at each (a
-        # translated copy of 64 KiB cost 40% of the CPU of 16 KiB PUBLISHes).
-        budget = _SCAN_BUDGET
+        # A large buffer of large requests is mostly payload with few type bytes: look
+        # at each (a translated copy of 64 KiB cost 40% of the CPU of 16 KiB PUBLISHes).
+        # Many small requests have too many: past one per KiB, translate the buffer.
+        budget = (len(buf) - pos) >> 10
         for byte in _AGGREGATES:
             at = buf.find(byte, pos)
             while at >= 0 and budget:

@@ -203,8 +203,9 @@ class Connection(Subscriber):
     def step(self, flush: bool) -> int:
         """Read what has arrived, run its complete commands and send the replies, all
         without yielding. Returns READY when the connection can wait for more requests,
-        or what must be awaited first: WAIT (its batch is too large to run at once, or
-        the client does not read its replies) or ENDED (the client left, or is dropped).
+        or what must be awaited first: WAIT (the client does not take its replies, and
+        what is left of its batch waits in self.backlog; or it is closing) or ENDED (the
+        client left, or is dropped).
 
         With flush, the subscribers the batch gave messages are sent them at its end;
         the reactor passes False and sends them once, after all the batches of its round
@@ -226,15 +227,16 @@ class Connection(Subscriber):
             self._query_buffer_overflow()
             return ENDED
         server.commands_processed += len(commands)
-        if len(commands) > CHUNK:
-            self.backlog = (commands, problem)
-            return WAIT
         return self._run_batch(commands, problem, flush)
 
     def _run_batch(self, commands: list[list[bytes]], problem: bytes | None,
                    flush: bool) -> int:
         """Run a batch of commands, then answer it with one send (see `step`)."""
         server = self.server
+        if len(commands) > CHUNK:
+            commands = self._run_leading_chunks(commands, problem)
+            if commands is None:
+                return WAIT
         self._run_commands(commands)
         if problem is not None and not self.closing:
             log.debug("Protocol error (%s) from client: id=%d addr=%s",
@@ -252,6 +254,30 @@ class Connection(Subscriber):
             if self.outbox and not self.subscribed:
                 return WAIT
         return WAIT if self.closing else READY
+
+    def _run_leading_chunks(self, commands: list[list[bytes]],
+                            problem: bytes | None) -> list[list[bytes]] | None:
+        """Run a large batch CHUNK commands at a time, sending the replies whenever more
+        than REPLY_BOUND bytes of them wait; return the last chunk, to be run and
+        answered as any batch. If the client does not take its replies, keep the rest
+        of the batch (self.backlog) for when it has, and return None."""
+        server = self.server
+        start = 0
+        while len(commands) - start > CHUNK:
+            if self._run_commands(commands[start:start + CHUNK]):
+                return []
+            start += CHUNK
+            if sum(map(len, self.outbox)) > REPLY_BOUND:
+                if server.hub.touched:
+                    server.flush_touched(self)
+                if not self.congested:
+                    self.send_now()
+                if self.closing:
+                    return []
+                if self.outbox and not self.subscribed:
+                    self.backlog = (commands[start:], problem)
+                    return None
+        return commands[start:]
 
     def _run_commands(self, commands: list[list[bytes]]) -> bool:
         """Run commands in order, their replies queued; True if one closed the connection
@@ -272,36 +298,16 @@ class Connection(Subscriber):
             return False
         if state == ENDED:
             return True
-        if self.backlog is not None:
+        while True:
+            if self.outbox and not self.subscribed:
+                await self._wait_drained()
+            if self.backlog is None or self.closing:
+                self.backlog = None
+                return False
             commands, problem = self.backlog
             self.backlog = None
-            commands = await self._run_leading_chunks(commands)
             if self._run_batch(commands, problem, True) == READY:
                 return False
-        if self.outbox and not self.subscribed:
-            await self._wait_drained()
-        return False
-
-    async def _run_leading_chunks(self, commands: list[list[bytes]]) -> list[list[bytes]]:
-        """Run a large batch CHUNK commands at a time, answering (and waiting for a client
-        that does not read) whenever REPLY_BOUND bytes of replies wait; return the last
-        chunk, for the reader to run and answer as any batch."""
-        server = self.server
-        start = 0
-        while len(commands) - start > CHUNK:
-            if self._run_commands(commands[start:start + CHUNK]):
-                return []
-            start += CHUNK
-            if sum(map(len, self.outbox)) > REPLY_BOUND:
-                if server.hub.touched:
-                    server.flush_touched(self)
-                if not self.congested:
-                    self.send_now()
-                    if self.outbox and not self.subscribed:
-                        await self._wait_drained()
-                if self.closing:
-                    return []
-        return commands[start:]
 
     async def _wait_drained(self) -> None:
         """Backpressure: a client that does not read its replies is not read either (nor
