@@ -4,8 +4,7 @@ trio's cost is per wake-up: a task per connection waiting for its socket pays, f
 each batch of requests, an epoll registration and a task switch. The reactor keeps the
 sockets of the connections that are waiting for requests in its own level-triggered
 epoll set, waits on that set's descriptor once, and runs the batch of every connection
-that is ready in one loop (`Connection.step`: recv, run, one send, no yield), then
-sends each subscriber what the round's publishers gave it, once. A
+that is ready in one loop (`Connection.step`: recv, run, one send, no yield). A
 connection is handed back to its own task, and leaves the set, only when it must
 wait for something: a client that does not read its replies, a batch too large to run
 at once, a close. TLS connections read in their own tasks.
@@ -23,7 +22,6 @@ from server.connection import ENDED, READY
 
 if TYPE_CHECKING:
     from server.connection import Connection
-    from server.serve import Server
 
 log = logging.getLogger("respd")
 
@@ -33,8 +31,7 @@ MAX_EVENTS = 1024  # connections served per round; more wait for the next round
 class Reactor:
     """Watches waiting connections' sockets; runs their batches as they become readable."""
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    def __init__(self) -> None:
         self.watched: dict[int, Connection] = {}  # by file descriptor
         self.running = False
         self._epoll: select.epoll | None = None
@@ -55,7 +52,6 @@ class Reactor:
         epoll = self._epoll = select.epoll()
         self.running = True
         watched = self.watched
-        hub = self.server.hub
         wait_readable = trio.lowlevel.wait_readable
         try:
             while True:
@@ -65,7 +61,7 @@ class Reactor:
                     if conn is None:
                         continue
                     try:
-                        state = conn.step(False)
+                        state = conn.step()
                     except OSError:  # a reset: the connection's task ends it
                         state = ENDED
                     except Exception:
@@ -75,8 +71,6 @@ class Reactor:
                         self.forget(conn)
                         conn.handoff_state = state
                         conn.handoff.set()
-                if hub.touched:  # send each subscriber what the round gave it, at once
-                    self.server.flush_touched(None)
         finally:
             self.running = False
             for conn in list(watched.values()):  # wake them: they read on their own

@@ -79,7 +79,7 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.hub = Hub()
-        self.reactor = Reactor(self)
+        self.reactor = Reactor()
         self.keyspace = Keyspace(config, self.hub)
         self.clients: dict[int, Connection] = {}  # client id -> connection, in id order
         self.next_client_id = 1
