@@ -283,7 +283,7 @@ def _may_hide_big_count(buf: bytes | bytearray, pos: int) -> bool:
 class RequestParser:
     """Turns the bytes of one connection into commands, keeping what is incomplete."""
 
-    __slots__ = ("_args", "_args_size", "_buf", "_left", "_reader", "max_bulk_len",
+    __slots__ = ("_args", "_args_size", "_buf", "_left", "_reader", "held", "max_bulk_len",
                  "unauthenticated")
 
     def __init__(self, max_bulk_len: int = DEFAULT_MAX_BULK) -> None:
@@ -294,6 +294,7 @@ class RequestParser:
         self._left = 0  # bulks still due for that multibulk (0: at a request's start)
         self.max_bulk_len = max_bulk_len
         self.unauthenticated = False  # apply Redis's tighter limits before AUTH
+        self.held = False  # complete requests may wait in the buffer (read one by one)
 
     @property
     def pending(self) -> int:
@@ -316,11 +317,19 @@ class RequestParser:
         commands: list[list[bytes]] = []
         pos, n = 0, len(buf)
         fast = None  # whether hiredis may read this buffer, checked at its first use
+        # Before AUTH, Redis reads each request with the limits in force once the one
+        # before has run (an AUTH lifts them): then a feed takes one request, and
+        # `held` says complete ones may wait in the buffer.
+        one = self.unauthenticated
+        self.held = False
         try:
             if self._left:
                 pos = self._more_bulks(buf, pos, commands)
             while pos < n and not self._left:
-                if buf[pos] == _STAR and not self.unauthenticated:
+                if one and commands:
+                    self.held = True
+                    break
+                if buf[pos] == _STAR and not one:
                     if fast is None:
                         fast = not _may_hide_big_count(buf, pos)
                     if fast:
@@ -328,7 +337,7 @@ class RequestParser:
                         if pos == n:
                             break
                         fast = False  # the rest of this buffer goes to the exact parser
-                elif buf[pos] != _STAR:
+                elif buf[pos] != _STAR and not one:
                     start, pos = pos, _inline_run(buf, pos, commands)
                     if pos != start:
                         continue

@@ -226,6 +226,12 @@ class Connection(Subscriber):
             self._query_buffer_overflow()
             return ENDED
         server.commands_processed += len(commands)
+        while self.parser.held:  # before AUTH: one request at a time
+            if self._run_commands(commands):
+                commands, problem = [], None
+                break
+            commands, problem = self.parser.feed(b"")
+            server.commands_processed += len(commands)
         return self._run_batch(commands, problem)
 
     def _run_batch(self, commands: list[list[bytes]], problem: bytes | None) -> int:

@@ -109,6 +109,15 @@ def test_limits_before_auth(password_pair: Pair, data: bytes) -> None:
     compare(password_pair, [raw("c", b"PING\r\n" + data, closes=True)], 2)
 
 
+def test_limits_after_auth_in_the_same_write(password_pair: Pair) -> None:
+    """Requests that follow AUTH in one write are read with the limits of an
+    authenticated client, as Redis reads each request after running the one before."""
+    compare(password_pair, [raw("c", pipeline(
+        ("PING",), ("AUTH", "s3cret"),
+        ("MSET", "a", "1", "b", "2", "c", "3", "d", "4", "e", "5"),
+        ("SET", "big", "x" * 20000), ("STRLEN", "big"), ("MGET", "a", "e")), closes=True)], 2)
+
+
 # --- ACL: users, rules, errors, NOPERM ---------------------------------------------------
 
 def test_acl_setuser_errors(open_pair: Pair, proto: int) -> None:

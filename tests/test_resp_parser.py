@@ -49,13 +49,17 @@ def encode(*args: bytes) -> bytes:
 
 def feed(data: bytes, pieces: list[bytes] | None = None, *, unauth: bool = False,
          max_bulk: int = DEFAULT_MAX_BULK) -> tuple[Commands, bytes | None]:
-    """Feed a fresh RequestParser the pieces (or data whole) until the first error."""
+    """Feed a fresh RequestParser the pieces (or data whole) until the first error,
+    taking held requests as the server does (with empty feeds)."""
     parser = RequestParser(max_bulk)
     parser.unauthenticated = unauth
     commands: Commands = []
     for piece in [data] if pieces is None else pieces:
         got, problem = parser.feed(piece)
         commands += got
+        while problem is None and parser.held:
+            got, problem = parser.feed(b"")
+            commands += got
         if problem is not None:
             return commands, problem
     return commands, None
@@ -286,6 +290,23 @@ def test_unauthenticated_limits(way: str, data: bytes, commands: Commands,
     assert parse(way, data, unauth=True) == (commands, problem)
     if problem in (UNAUTH_MULTIBULK, UNAUTH_BULK):
         assert parse(way, data) == (commands, None)  # no limit once authenticated
+
+
+def test_unauthenticated_reads_one_request_per_feed() -> None:
+    """Before AUTH each request is read under the limits in force after the one before
+    has run: a feed takes one, and an AUTH in between lifts the limits for the next."""
+    parser = RequestParser()
+    parser.unauthenticated = True
+    data = encode(b"AUTH", b"pw") + encode(*[b"x"] * 11) + b"PING\r\n"
+    assert parser.feed(data) == ([[b"AUTH", b"pw"]], None) and parser.held
+    parser.unauthenticated = False  # the AUTH succeeded
+    assert parser.feed(b"") == ([[b"x"] * 11, [b"PING"]], None) and not parser.held
+    parser.unauthenticated = True
+    assert parser.feed(b"PING\r\nPING\r\n*1\r\n$1") == ([[b"PING"]], None) and parser.held
+    assert parser.feed(b"") == ([[b"PING"]], None) and parser.held
+    assert parser.feed(b"") == ([], None) and not parser.held  # the rest is incomplete
+    assert parser.feed(b"\r\nx\r\n*11\r\n") == ([[b"x"]], None) and parser.held
+    assert parser.feed(b"") == ([], UNAUTH_MULTIBULK)
 
 
 def test_unauthenticated_applies_from_the_next_feed() -> None:
