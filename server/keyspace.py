@@ -112,6 +112,9 @@ _BYTEARRAY_HEADER = 57  # sys.getsizeof(bytearray())
 _MIN_BUCKETS = 16
 _HASH_BITS = 64
 _HASH_MASK = (1 << _HASH_BITS) - 1
+# Sampling (RANDOMKEY, eviction, LFU) draws from its own generator: an embedding program
+# or test suite that seeds the `random` module keeps its sequence while respd runs.
+_rng = random.Random()
 LFU_INIT = 5  # a new key's LFU counter, as in Redis
 EVICTION_POOL = 16  # best candidates kept between eviction samples
 
@@ -203,9 +206,9 @@ class Database:
             return None
         buckets = self.buckets
         while True:
-            bucket = buckets[random.randrange(len(buckets))]
+            bucket = buckets[_rng.randrange(len(buckets))]
             if bucket:
-                return bucket[random.randrange(len(bucket))]
+                return bucket[_rng.randrange(len(bucket))]
 
 
 class Keyspace:
@@ -541,7 +544,7 @@ class Keyspace:
         counter = self.lfu_counter(db.access.get(key, LFU_INIT))
         if counter < 255:
             base = max(0, counter - LFU_INIT)
-            if random.random() < 1.0 / (base * self.lfu_log_factor + 1):
+            if _rng.random() < 1.0 / (base * self.lfu_log_factor + 1):
                 counter += 1
         db.access[key] = (self._minutes() << 8) | counter
 
@@ -577,7 +580,7 @@ class Keyspace:
         if not candidates:
             return None
         if policy.endswith("random"):
-            db = random.choice(candidates)
+            db = _rng.choice(candidates)
             return db, (self._random_volatile(db) if policy.startswith("volatile")
                         else db.random_key())
         return self._sampled(candidates, policy.startswith("volatile"))
@@ -586,7 +589,7 @@ class Keyspace:
         """A random key with a TTL in db, from the heap (its entries can be drawn at random)."""
         heap = self.heap
         while True:
-            when, index, key = heap[random.randrange(len(heap))]
+            when, index, key = heap[_rng.randrange(len(heap))]
             if index == db.index and db.expires.get(key) == when:
                 return key
 
@@ -605,7 +608,7 @@ class Keyspace:
                 score = -self.lfu_counter(packed) if lfu else self.clock - packed
                 # Equal scores are common (1 s clock): the random second field keeps the
                 # choice among them from following key names.
-                pool.append((score, random.random(), db.index, key))
+                pool.append((score, _rng.random(), db.index, key))
         pool.sort(reverse=True)
         del pool[EVICTION_POOL:]
         while pool:

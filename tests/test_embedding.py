@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import queue
+import random
 import re
 import signal
 import socket
@@ -362,3 +363,20 @@ def test_command_help(commands: list[Command]) -> None:
 def test_command_version(commands: list[Command]) -> None:
     command = start(commands, "--version")
     assert command.finish() == (0, [f"respd {VERSION}"])
+
+
+def test_a_server_in_a_thread_leaves_the_random_module_alone(respd_url: str) -> None:
+    """A test suite that seeds `random` gets the same sequence with respd running beside
+    it: RANDOMKEY and eviction sampling draw from respd's own generator."""
+    r = redis.Redis.from_url(respd_url)
+    r.mset({f"k{i}": i for i in range(100)})
+    random.seed(7)
+    expected = [random.random() for _ in range(5)]
+    random.seed(7)
+    assert all(r.randomkey() for _ in range(50))
+    r.config_set("maxmemory-policy", "allkeys-random")
+    r.config_set("maxmemory", r.info("memory")["used_memory"])
+    r.set("more", "x" * 1000)  # over maxmemory: the next write evicts random keys
+    r.set("again", "x")
+    assert r.dbsize() < 101
+    assert [random.random() for _ in range(5)] == expected
