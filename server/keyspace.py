@@ -292,8 +292,9 @@ class Keyspace:
 
     # --- lookups --------------------------------------------------------------------
 
-    def read(self, db: Database, key: bytes) -> Value | None:
-        """Look up a key for reading (lookupKeyRead): expiry, hit/miss stats, access time."""
+    def read(self, db: Database, key: bytes, touch: bool = True) -> Value | None:
+        """Look up a key for reading (lookupKeyRead): expiry, hit/miss stats, and unless
+        not touch (Redis's LOOKUP_NOTOUCH), its access time."""
         value = db.data.get(key)
         if value is not None and db.expires and key in db.expires \
                 and db.expires[key] < self.now():
@@ -305,6 +306,8 @@ class Keyspace:
                 self.notify(KEY_MISS, b"keymiss", key, db.index)
             return None
         self.hits += 1
+        if not touch:
+            return value
         if self.lfu:
             self._lfu_touch(db, key)
         else:

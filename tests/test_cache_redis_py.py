@@ -201,3 +201,17 @@ def test_asyncio_pipelines_watch_scan_and_notifications(respd_port: int,
         await r.aclose()
 
     _run(main())
+
+
+def test_memory_usage_is_what_used_memory_counts(r: redis.Redis) -> None:
+    """MEMORY USAGE reports the bytes respd accounts to a key: what adding it added to
+    used_memory (the figure maxmemory bounds), growing with the value."""
+    before = r.info("memory")["used_memory"]
+    r.set("k", "x" * 1000)
+    usage = r.memory_usage("k")
+    assert usage == r.info("memory")["used_memory"] - before
+    r.set("k", "x" * 3000)
+    assert r.memory_usage("k", samples=0) == usage + 2000
+    assert r.memory_usage("missing") is None
+    assert r.role() == ["master", 0, []]  # redis-py decodes the role
+    assert r.substr("k", 0, 2) == "xxx"

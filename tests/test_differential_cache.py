@@ -282,6 +282,25 @@ SCENARIOS = {
         MSETNX p 1 p 2
         GET p
     """,
+    "substr-role-memory-usage": """
+        SET k hello
+        SUBSTR k 1 3
+        SUBSTR k -3 -1
+        SUBSTR k 0 -100
+        SUBSTR nokey 0 1
+        SUBSTR k a 1
+        SUBSTR k 1
+        ROLE
+        ROLE x
+        MEMORY USAGE nokey
+        MEMORY USAGE nokey SAMPLES 0
+        MEMORY USAGE k SAMPLES -1
+        MEMORY USAGE k FOO
+        MEMORY USAGE k SAMPLES
+        MEMORY USAGE nokey SAMPLES x
+        MEMORY USAGE
+        MEMORY NOSUCH
+    """,
     "append-strlen-ranges": """
         APPEND k hello
         APPEND k " world"

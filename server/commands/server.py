@@ -24,6 +24,7 @@ from resp.encode import (
 from resp.parser import _parse_int as parse_integer
 from server.commands import TABLE, Command, command, container, find_command, help_reply
 from server.config import ConfigError
+from server.keyspace import cost
 
 if TYPE_CHECKING:
     from server.connection import Connection
@@ -406,3 +407,50 @@ def shutdown(conn: Connection, args: list[bytes]) -> bytes | None:
     conn.server.request_shutdown(now=b"now" in options)
     conn.closing = True
     return None
+
+
+# ROLE: respd is always a master with no replicas (offset 0)
+@command("role", 1, "noscript loading stale fast", "admin fast dangerous", group="server",
+         since="2.8.12", summary="Returns the replication role.")
+def role(conn: Connection, args: list[bytes]) -> bytes:
+    return _MASTER_ROLE
+
+
+_MASTER_ROLE = b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n"
+
+
+container("memory", "", "slow", group="server", since="4.0.0",
+          summary="A container for memory diagnostics commands.", help_lines=(
+              "USAGE <key> [SAMPLES <count>]",
+              "    Return memory in bytes used by <key> and its value. Nested values are",
+              "    sampled up to <count> times (default: 5, 0 means sample all).",
+          ))
+command("memory|help", 2, "loading stale", "slow", group="server", since="4.0.0",
+        summary="Returns helpful text about the different subcommands.")(help_reply)
+
+
+# MEMORY USAGE key [SAMPLES count]
+@command("memory|usage", -3, "readonly", "read slow", group="server", since="4.0.0",
+         summary="Estimates the memory usage of a key.", keys=(2, 2, 1))
+def memory_usage(conn: Connection, args: list[bytes]) -> bytes:
+    """The bytes respd accounts to the key (the figure used_memory and maxmemory use)."""
+    i = 3
+    while i < len(args):
+        if args[i].lower() == b"samples" and i + 1 < len(args):
+            samples = parse_integer(args[i + 1])
+            if samples is None:
+                return _NOT_INTEGER
+            if samples < 0:
+                return _SYNTAX
+            i += 2
+        else:
+            return _SYNTAX
+    ks = conn.server.keyspace
+    value = ks.read(ks.dbs[conn.db], args[2], touch=False)
+    if value is None:
+        return null(conn.proto)
+    return integer(cost(args[2], value))
+
+
+_NOT_INTEGER = error("value is not an integer or out of range")
+_SYNTAX = error("syntax error")

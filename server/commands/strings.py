@@ -371,6 +371,11 @@ def getrange(conn: Connection, args: list[bytes]) -> bytes:
     return bulk(value[start:end + 1])
 
 
+# SUBSTR key start end: GETRANGE's name before Redis 2.0, still answered
+command("substr", 4, "readonly", "read string slow", group="string", since="1.0.0",
+        summary="Returns a substring from a string value.", keys=(1, 1, 1))(getrange)
+
+
 # SETRANGE key offset value
 @command("setrange", 4, "write denyoom", "write string slow", group="string", since="2.2.0",
          summary="Overwrites a part of a string value with another by an offset. Creates the "
