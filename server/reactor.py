@@ -6,8 +6,8 @@ sockets of the connections that are waiting for requests in its own level-trigge
 epoll set, waits on that set's descriptor once, and runs the batch of every connection
 that is ready in one loop (`Connection.step`: recv, run, one send, no yield). A
 connection is handed back to its own task, and leaves the set, only when it must
-wait for something: a client that does not read its replies, a batch too large to run
-at once, a close. TLS connections read in their own tasks.
+wait for something: a client that does not take its replies (what is left of its
+batch waits with it), or a close. TLS connections read in their own tasks.
 """
 
 from __future__ import annotations
