@@ -1,8 +1,9 @@
 """The broker: channels, patterns and shard channels, and the frames they produce.
 
 No sockets here. A subscriber is an object with an outbox (a list of encoded frames
-and replies, and their byte count); the hub appends frames to it and records it in
-`touched`, so the server can send each touched outbox once after a batch of commands.
+and replies, and their byte count); the hub appends frames to it and records it as
+touched (itself, or the subscriber set it was reached through), so the server can send
+each touched outbox once after a batch of commands (`take_touched`).
 
 State is a double index kept in agreement here and only here: hub side, name ->
 subscribers (an insertion-ordered dict used as a set); subscriber side, its names.
@@ -89,6 +90,9 @@ class Hub:
         self._prefix_lengths: list[int] = []  # the distinct prefix lengths, ascending
         self._matching: dict[bytes, list[bytes]] = {}  # channel -> patterns that match it
         self.touched: dict[Subscriber, None] = {}  # subscribers given frames since last taken
+        # ... and the subscriber sets a PUBLISH delivered to whole, by id: merged into
+        # touched when taken (a set of 100 subscribers costs a dict entry, not 100).
+        self.touched_sets: dict[int, dict[Subscriber, None]] = {}
 
     # SUBSCRIBE / PSUBSCRIBE / SSUBSCRIBE name [name ...]
     def subscribe(self, sub: Subscriber, kind: Kind, names: Iterable[bytes]) -> bytes:
@@ -211,7 +215,7 @@ class Hub:
                 else:
                     sub.outbox.append(resp2)
                 sub.outbox_size += size
-            self.touched.update(subs)
+            self.touched_sets[id(subs)] = subs
             delivered = len(subs)
         if self._matchers:
             tail = b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(channel), channel, len(message),
@@ -242,13 +246,17 @@ class Hub:
             else:
                 sub.outbox.append(resp2)
             sub.outbox_size += size
-        self.touched.update(subs)
+        self.touched_sets[id(subs)] = subs
         return len(subs)
 
     def take_touched(self) -> dict[Subscriber, None]:
-        """Hand over the subscribers given frames since the last call."""
+        """Hand over the subscribers given frames since the last call (still subscribed,
+        for those reached through a set)."""
         touched = self.touched
+        for subs in self.touched_sets.values():
+            touched.update(subs)
         self.touched = {}
+        self.touched_sets = {}
         return touched
 
     # PUBSUB CHANNELS / SHARDCHANNELS [pattern]
