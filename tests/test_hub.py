@@ -83,6 +83,23 @@ def test_one_encoding_shared_by_all_subscribers_of_a_protocol() -> None:
     assert hub.take_touched() == {}
 
 
+def test_touched_are_the_subscribers_reached_still_subscribed() -> None:
+    """Each subscriber given a frame is taken once, whatever reached it (channel, several
+    patterns, shard channel); one dropped before the take is not handed over."""
+    hub = Hub()
+    a, b, c = make(), make(True), make()
+    hub.subscribe(a, CHANNEL, [b"ch"])
+    hub.subscribe(b, PATTERN, [b"c*", b"*h"])
+    hub.subscribe(c, SHARD, [b"ch"])
+    hub.subscribe(c, CHANNEL, [b"ch"])
+    assert hub.publish(b"ch", b"1") == 4
+    assert hub.publish(b"ch", b"2") == 4
+    assert hub.spublish(b"ch", b"3") == 1
+    hub.remove_all(a)
+    assert set(hub.take_touched()) == {b, c}
+    assert hub.take_touched() == {}
+
+
 def test_spublish_ignores_patterns() -> None:
     hub, sub = Hub(), make()
     hub.subscribe(sub, PATTERN, [b"*"])
