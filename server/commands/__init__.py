@@ -218,11 +218,10 @@ def execute(conn: Connection, args: list[bytes]) -> None:
         return
     # In RESP2 a subscribed client reads frames only, so Redis refuses other commands;
     # RESP3 can tell pushes from replies and has no such rule.
-    if not conn.resp3 and not entry.pubsub_ok and conn.subscribed:
+    if conn.subscribed and not conn.resp3 and not entry.pubsub_ok:
         refuse(conn, error(f"Can't execute '{entry.name}': {_SUBSCRIBED_ONLY}"), args)
         return
-    if entry.denyoom and conn.server.keyspace.maxmemory \
-            and not conn.server.keyspace.make_room():
+    if entry.denyoom and srv.keyspace.maxmemory and not srv.keyspace.make_room():
         refuse(conn, _OOM, args)
         return
     if conn.multi is not None:
