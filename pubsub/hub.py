@@ -203,26 +203,15 @@ class Hub:
         """
         delivered = 0
         subs = self.channels.get(channel)
-        if subs:  # the common case, inlined: one formatting, one loop
-            resp2 = b"*3\r\n$7\r\nmessage\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
-                len(channel), channel, len(message), message)
-            resp3 = None  # made for the first RESP3 subscriber: a copy of the payload
-            size = len(resp2)
-            for sub in subs:
-                if sub.resp3:
-                    resp3 = resp3 or b">" + resp2[1:]
-                    sub.outbox.append(resp3)
-                else:
-                    sub.outbox.append(resp2)
-                sub.outbox_size += size
-            self.touched_sets[id(subs)] = subs
-            delivered = len(subs)
+        if subs:
+            delivered = self._deliver(subs, b"*3\r\n$7\r\nmessage\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+                len(channel), channel, len(message), message))
         if self._matchers:
             tail = b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(channel), channel, len(message),
                                                       message)
             for pattern in self._patterns_matching(channel):
-                head = _PMESSAGE + b"$%d\r\n%b\r\n" % (len(pattern), pattern)
-                delivered += self._deliver(self.patterns[pattern], head + tail, 4)
+                delivered += self._deliver(self.patterns[pattern], b"*4\r\n%b$%d\r\n%b\r\n%b" % (
+                    _PMESSAGE, len(pattern), pattern, tail))
         return delivered
 
     # SPUBLISH shardchannel message
@@ -231,12 +220,13 @@ class Hub:
         subs = self.shard_channels.get(channel)
         if not subs:
             return 0
-        tail = b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(channel), channel, len(message), message)
-        return self._deliver(subs, _SMESSAGE + tail, 3)
+        return self._deliver(subs, b"*3\r\n%b$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+            _SMESSAGE, len(channel), channel, len(message), message))
 
-    def _deliver(self, subs: dict[Subscriber, None], body: bytes, parts: int) -> int:
-        """Append one frame to every subscriber's outbox: a tight loop, no call per subscriber."""
-        resp2 = b"*%d\r\n%b" % (parts, body)
+    def _deliver(self, subs: dict[Subscriber, None], resp2: bytes) -> int:
+        """Append one frame (its RESP2 encoding given; the RESP3 push made once, for the
+        first RESP3 subscriber) to every subscriber's outbox: a tight loop, no call per
+        subscriber. The set is recorded as touched once, not subscriber by subscriber."""
         resp3 = None
         size = len(resp2)
         for sub in subs:
@@ -248,6 +238,10 @@ class Hub:
             sub.outbox_size += size
         self.touched_sets[id(subs)] = subs
         return len(subs)
+
+    def has_touched(self) -> bool:
+        """Whether some subscriber was given frames since the last take."""
+        return bool(self.touched or self.touched_sets)
 
     def take_touched(self) -> dict[Subscriber, None]:
         """Hand over the subscribers given frames since the last call (still subscribed,

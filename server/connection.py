@@ -252,7 +252,7 @@ class Connection(Subscriber):
             self.closing = True
         # Messages and invalidations leave before this batch's replies: a client told
         # its write is done is not then served a stale value from its cache.
-        if server.hub.touched or server.hub.touched_sets:
+        if server.hub.has_touched():
             server.flush_touched(self)
         if self.outbox and not self.congested:
             self.send_now()
@@ -273,7 +273,7 @@ class Connection(Subscriber):
                 return []
             start += CHUNK
             if sum(map(len, self.outbox)) > REPLY_BOUND:
-                if server.hub.touched or server.hub.touched_sets:
+                if server.hub.has_touched():
                     server.flush_touched(self)
                 if not self.congested:
                     self.send_now()

@@ -654,7 +654,7 @@ async def active_expiry(server: Server) -> None:
         while True:
             keyspace.tick()
             done = keyspace.expire_due(EXPIRY_BATCH)
-            if server.hub.touched or server.hub.touched_sets:
+            if server.hub.has_touched():
                 server.flush_touched(None)
             if done == EXPIRY_BATCH:
                 await trio.sleep(0)
