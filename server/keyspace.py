@@ -306,26 +306,15 @@ class Keyspace:
                 self.notify(KEY_MISS, b"keymiss", key, db.index)
             return None
         self.hits += 1
-        if not touch:
-            return value
-        if self.lfu:
-            self._lfu_touch(db, key)
-        else:
-            db.access[key] = self.clock
+        if touch:
+            self._touch(db, key)
         return value
 
     def write(self, db: Database, key: bytes) -> Value | None:
         """Look up a key about to be changed (lookupKeyWrite): expiry and access time."""
-        value = db.data.get(key)
-        if value is None:
-            return None
-        if db.expires and key in db.expires and db.expires[key] < self.now():
-            self.expire_key(db, key)
-            return None
-        if self.lfu:
-            self._lfu_touch(db, key)
-        else:
-            db.access[key] = self.clock
+        value = self.peek(db, key)
+        if value is not None:
+            self._touch(db, key)
         return value
 
     def peek(self, db: Database, key: bytes) -> Value | None:
@@ -377,7 +366,7 @@ class Keyspace:
                 self.used += cost(key, value) - cost(key, old)
             if not keepttl and db.expires and key in db.expires:
                 self._drop_ttl(db, key)
-        if self.lfu:
+        if self.lfu:  # _touch, inlined on SET's path, with a new key's initial counter
             if old is None:
                 db.access[key] = self._lfu_new()
             else:
@@ -541,6 +530,13 @@ class Keyspace:
             elapsed = (self._minutes() - (packed >> 8)) & 0xFFFF
             counter = max(0, counter - elapsed // self.lfu_decay_time)
         return counter
+
+    def _touch(self, db: Database, key: bytes) -> None:
+        """Record an access to key: its LRU clock, or its LFU counter."""
+        if self.lfu:
+            self._lfu_touch(db, key)
+        else:
+            db.access[key] = self.clock
 
     def _lfu_touch(self, db: Database, key: bytes) -> None:
         """Decay then logarithmically increment a key's LFU counter (LFULogIncr)."""
