@@ -196,6 +196,11 @@ SCENARIOS = {
         SET k v EXAT 9223372036854775
         SET k v PXAT 9223372036854775807
         SET k v badopt
+        SET k v GET GET
+        SET k v KEEPTTL KEEPTTL
+        SET k v PERSIST
+        SET k v XX GET NX
+        SET k v KEEPTTL NX GET
         SET k v ex 100
         TTL k
         SET k v2
@@ -261,6 +266,9 @@ SCENARIOS = {
         GETEX k PERSIST EX 10
         GETEX k EX 10 PERSIST
         GETEX k KEEPTTL
+        GETEX k NX
+        GETEX k GET
+        GETEX k PERSIST PERSIST
         GETEX k EXAT 1
         EXISTS k
         SET k v

@@ -68,6 +68,40 @@ def get(conn: Connection, args: list[bytes]) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
+_SET_WORDS = (b"nx", b"xx", b"get", b"keepttl")
+_GETEX_WORDS = (b"persist",)
+_OTHER = {b"nx": b"xx", b"xx": b"nx"}  # options that exclude each other
+
+
+def _options(args: list[bytes], start: int, allowed: tuple[bytes, ...]
+             ) -> tuple[set[bytes], tuple[int, bool] | None, bytes] | bytes:
+    """SET's and GETEX's options from args[start:], by Redis's rules (one parser for both,
+    as parseExtendedStringArgumentsOrReply): the allowed words, NX and XX not together,
+    KEEPTTL or PERSIST only without an expiry, one kind of expiry (repeatable, the last
+    amount counts). Returns (words, expiry kind, amount), or the SYNTAX error."""
+    words: set[bytes] = set()
+    expiry: tuple[int, bool] | None = None
+    amount = b""
+    i = start
+    while i < len(args):
+        option = args[i].lower()
+        if option in allowed and _OTHER.get(option) not in words \
+                and (expiry is None or option not in (b"keepttl", b"persist")):
+            words.add(option)
+        elif option in _EXPIRY and not words & _NO_EXPIRY and i + 1 < len(args) \
+                and (expiry is None or expiry == _EXPIRY[option]):
+            expiry = _EXPIRY[option]
+            amount = args[i + 1]
+            i += 1
+        else:
+            return SYNTAX
+        i += 1
+    return words, expiry, amount
+
+
+_NO_EXPIRY = frozenset((b"keepttl", b"persist"))
+
+
 # SET key value [NX | XX] [GET] [EX seconds | PX milliseconds | EXAT unix-time-seconds |
 #     PXAT unix-time-milliseconds | KEEPTTL]
 @command("set", -3, _FLAGS_WRITE, _CAT_WRITE, group="string", since="1.0.0",
@@ -82,28 +116,11 @@ def set_(conn: Connection, args: list[bytes]) -> bytes:
         if ks.events:
             ks.notify(STRING, b"set", key, db.index)
         return OK
-    nx = xx = with_get = keepttl = False
-    expiry: tuple[int, bool] | None = None
-    amount = b""
-    i = 3
-    while i < len(args):
-        option = args[i].lower()
-        if option == b"nx" and not xx:
-            nx = True
-        elif option == b"xx" and not nx:
-            xx = True
-        elif option == b"get":
-            with_get = True
-        elif option == b"keepttl" and expiry is None:
-            keepttl = True
-        elif option in _EXPIRY and not keepttl and i + 1 < len(args) \
-                and (expiry is None or expiry == _EXPIRY[option]):
-            expiry = _EXPIRY[option]
-            amount = args[i + 1]
-            i += 1
-        else:
-            return SYNTAX
-        i += 1
+    parsed = _options(args, 3, _SET_WORDS)
+    if type(parsed) is bytes:
+        return parsed
+    words, expiry, amount = parsed
+    nx, xx, with_get, keepttl = (w in words for w in _SET_WORDS)
     when = None
     if expiry is not None:
         when = _deadline(conn, amount, expiry, "set")
@@ -213,22 +230,11 @@ def getdel(conn: Connection, args: list[bytes]) -> bytes:
          summary="Returns the string value of a key after setting its expiration time.",
          keys=(1, 1, 1))
 def getex(conn: Connection, args: list[bytes]) -> bytes:
-    expiry: tuple[int, bool] | None = None
-    persist = False
-    amount = b""
-    i = 2
-    while i < len(args):
-        option = args[i].lower()
-        if option == b"persist" and expiry is None:
-            persist = True
-        elif option in _EXPIRY and not persist and i + 1 < len(args) \
-                and (expiry is None or expiry == _EXPIRY[option]):
-            expiry = _EXPIRY[option]
-            amount = args[i + 1]
-            i += 1
-        else:
-            return SYNTAX
-        i += 1
+    parsed = _options(args, 2, _GETEX_WORDS)
+    if type(parsed) is bytes:
+        return parsed
+    words, expiry, amount = parsed
+    persist = b"persist" in words
     ks = conn.server.keyspace
     db = ks.dbs[conn.db]
     key = args[1]
