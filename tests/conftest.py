@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import re
 import shutil
 import socket
@@ -80,6 +81,52 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+# Redis's refusal of other commands to a RESP2 client in subscribed mode.
+SUBSCRIBED_ONLY = ("only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed "
+                   "in this context")
+
+
+@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
+def protocol(request: pytest.FixtureRequest) -> int:
+    """The RESP version a redis-py client speaks: each test runs with both."""
+    return request.param
+
+
+class Child:
+    """A child process run in the background, its output (stdout and stderr together)
+    read line by line by a thread, so a test can wait for a line within the deadline."""
+
+    def __init__(self, argv: list[str], **popen: object) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, **popen)
+        self.lines: queue.Queue[str | None] = queue.Queue()  # None: the output ended
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def next_line(self, failure: str) -> str | None:
+        """The next line printed (None once the output has ended), or AssertionError(failure)
+        if none comes within the deadline."""
+        try:
+            return self.lines.get(timeout=DEADLINE)
+        except queue.Empty:
+            raise AssertionError(failure) from None
+
+    def stop(self, kill: bool = False) -> None:
+        """End the process if it is still running (SIGTERM, or SIGKILL), close its output."""
+        if self.proc.poll() is None:
+            self.proc.kill() if kill else self.proc.terminate()
+            self.proc.wait(DEADLINE)
+        self.reader.join(DEADLINE)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
 
 
 def wait_until(condition, timeout: float = DEADLINE, message: str = "condition") -> None:

@@ -25,11 +25,6 @@ pytestmark = pytest.mark.timeout(60)
 WRONGPASS = "invalid username-password pair or user is disabled."
 
 
-@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
-def protocol(request: pytest.FixtureRequest) -> int:
-    return request.param
-
-
 @pytest.fixture
 def port() -> Iterator[int]:
     """A respd with requirepass `s3cret`."""

@@ -16,11 +16,6 @@ from tests.conftest import DEADLINE, wait_until
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
-def protocol(request: pytest.FixtureRequest) -> int:
-    return request.param
-
-
 @pytest.fixture
 def r(respd_port: int, protocol: int) -> Iterator[redis.Redis]:
     client = redis.Redis(port=respd_port, protocol=protocol, decode_responses=True)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import functools
 import os
-import queue
 import random
 import re
 import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from server.serve import VERSION, Server, StartupError, running, serve
-from tests.conftest import DEADLINE, wait_until
+from tests.conftest import DEADLINE, Child, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -187,32 +184,18 @@ def test_running_raises_when_the_port_is_taken() -> None:
 
 # --- the command ------------------------------------------------------------------
 
-class Command:
+class Command(Child):
     """`python -m server ...` running, its output (stdout and stderr) read line by line."""
 
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "server", *args], cwd=ROOT,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.lines: queue.Queue[str | None] = queue.Queue()
+        super().__init__([sys.executable, "-m", "server", *args], cwd=ROOT,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.output: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
 
     def wait_for(self, pattern: str) -> re.Match[str]:
         """Read lines until one matches, within the deadline."""
         while True:
-            try:
-                line = self.lines.get(timeout=DEADLINE)
-            except queue.Empty:
-                raise AssertionError(f"no line matching {pattern!r} in {self.output}") from None
+            line = self.next_line(f"no line matching {pattern!r} in {self.output}")
             if line is None:
                 raise AssertionError(f"exited before printing {pattern!r}: {self.output}")
             self.output.append(line)
@@ -228,20 +211,13 @@ class Command:
             self.output.append(line)
         return code, self.output
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(DEADLINE)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-
 
 @pytest.fixture
 def commands() -> Iterator[list[Command]]:
     started: list[Command] = []
     yield started
     for command in started:
-        command.stop()
+        command.stop(kill=True)
 
 
 def start(commands: list[Command], *args: str) -> Command:

@@ -7,16 +7,14 @@ told `--no-raw` or `--csv`.
 
 from __future__ import annotations
 
-import queue
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 
 import pytest
 import redis
 
-from tests.conftest import DEADLINE, wait_until
+from tests.conftest import DEADLINE, Child, wait_until
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -46,38 +44,16 @@ def cli(port: int, resp: list[str], *args: str, stdin: str | None = None) -> str
     return done.stdout
 
 
-class Subscriber:
+class Subscriber(Child):
     """`redis-cli ... subscribe` running in the background; its output read line by line."""
 
     def __init__(self, port: int, resp: list[str], *args: str) -> None:
-        self.proc = subprocess.Popen(["redis-cli", "-p", str(port), *resp, *args],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
+        super().__init__(["redis-cli", "-p", str(port), *resp, *args])
 
     def expect(self, *lines: str) -> None:
         """The next lines printed are exactly these (each waited for within the deadline)."""
         for wanted in lines:
-            try:
-                line = self.lines.get(timeout=DEADLINE)
-            except queue.Empty:
-                raise AssertionError(f"redis-cli printed nothing; expected {wanted!r}") from None
-            assert line == wanted
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(DEADLINE)
-        self.reader.join(DEADLINE)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
+            assert self.next_line(f"redis-cli printed nothing; expected {wanted!r}") == wanted
 
 
 @pytest.fixture
@@ -85,8 +61,7 @@ def subscribers() -> Iterator[list[Subscriber]]:
     started: list[Subscriber] = []
     yield started
     for sub in started:
-        if sub.proc.poll() is None:
-            sub.stop()
+        sub.stop()
 
 
 def test_ping(respd_port: int, resp: list[str]) -> None:

@@ -17,18 +17,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from server.serve import running
-from tests.conftest import DEADLINE, wait_until
+from tests.conftest import DEADLINE, SUBSCRIBED_ONLY, wait_until
 
 pytestmark = pytest.mark.timeout(60)
-
-SUBSCRIBED_ONLY = ("only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed "
-                   "in this context")
-
-
-@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
-def protocol(request: pytest.FixtureRequest) -> int:
-    return request.param
-
 
 @pytest.fixture
 def r(respd_port: int, protocol: int) -> Iterator[redis.Redis]:

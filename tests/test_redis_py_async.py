@@ -15,18 +15,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from tests.conftest import DEADLINE
+from tests.conftest import DEADLINE, SUBSCRIBED_ONLY
 
 pytestmark = pytest.mark.timeout(60)
-
-SUBSCRIBED_ONLY = ("only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed "
-                   "in this context")
-
-
-@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
-def protocol(request: pytest.FixtureRequest) -> int:
-    return request.param
-
 
 def run(test: Callable[..., Coroutine[Any, Any, None]], port: int, protocol: int | None,
         **kwargs: Any) -> None:
