@@ -27,7 +27,7 @@ import trio
 from pubsub.hub import Subscriber
 from resp.encode import error
 from resp.parser import RequestParser
-from server.commands import execute
+from server.commands import run as run_commands
 
 if TYPE_CHECKING:
     from server.serve import Server
@@ -287,15 +287,7 @@ class Connection(Subscriber):
     def _run_commands(self, commands: list[list[bytes]]) -> bool:
         """Run commands in order, their replies queued; True if one closed the connection
         (the rest are not run)."""
-        for args in commands:
-            try:
-                execute(self, args)
-            except Exception:
-                log.exception("command %r failed", args[:1])
-                self.outbox.append(error("internal error"))
-            if self.closing:
-                return True
-        return False
+        return run_commands(self, commands)
 
     async def _after_step(self, state: int) -> bool:
         """Do what `step` left to await; True if the connection has ended."""
