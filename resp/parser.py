@@ -58,6 +58,25 @@ _AGGREGATES = tuple(b"*~|>")
 _SCAN_FROM = 4096  # from this size a buffer's sparse type bytes are looked at one by one
 _SMALL = 10000
 _DIGITS = tuple(len(str(i)) for i in range(_SMALL))  # decimal digits of small sizes
+# Bytes of a bulk string of n bytes in Redis's encoding (`$n\r\n`, data, `\r\n`).
+_SPAN = tuple(5 + size + _DIGITS[size] for size in range(_SMALL))
+
+
+def _span(size: int) -> int:
+    """Bytes of a bulk string of `size` bytes in Redis's encoding."""
+    return _SPAN[size] if size < _SMALL else 5 + size + len(str(size))
+
+
+def _canonical_end(buf: bytes | bytearray, pos: int, args: list) -> int:
+    """Where the request at pos ends if it is args in Redis's encoding (the `*` checked
+    by the caller, numbers canonical as hiredis reads them), else -1."""
+    count = len(args)
+    end = pos + 3 + (_DIGITS[count] if count < _SMALL else len(str(count)))
+    for arg in args:
+        if type(arg) is not bytes or buf[end] != _DOLLAR:
+            return -1
+        end += _span(len(arg))
+    return end
 
 
 class _Incomplete(Exception):
@@ -366,29 +385,50 @@ class RequestParser:
         gets = reader.gets
         max_bulk = self.max_bulk_len
         may_be_too_long = len(buf) - pos > max_bulk
-        digits = _DIGITS
+        span = _SPAN
+        append = commands.append
         try:
             while (args := gets()) is not False:
-                # Redis's own encoding: a `*` here, bytes elements, a `$` before each.
+                # Redis's own encoding: a `*` here, and a `$` where each element starts.
+                # A `$` there proves the element was a bulk string of len(arg) bytes (or
+                # a null, whose len() raises TypeError), so the next one starts after it.
                 if type(args) is not list or buf[pos] != _STAR:
                     break
                 count = len(args)
-                end = pos + 3 + (digits[count] if count < _SMALL else len(str(count)))
-                for arg in args:
-                    if type(arg) is not bytes or buf[end] != _DOLLAR:
-                        end = -1
+                # Requests of one to three small arguments (most), without a loop.
+                if count == 3 and len(args[2]) < _SMALL:
+                    name, first, second = args
+                    at1 = pos + 4
+                    at2 = at1 + span[len(name)]
+                    at3 = at2 + span[len(first)]
+                    if buf[at1] != _DOLLAR or buf[at2] != _DOLLAR or buf[at3] != _DOLLAR:
                         break
-                    size = len(arg)
-                    end += 5 + size + (digits[size] if size < _SMALL else len(str(size)))
-                if end < 0 or (may_be_too_long and max(map(len, args), default=0) > max_bulk):
+                    end = at3 + span[len(second)]
+                elif count == 2 and len(args[1]) < _SMALL:
+                    name, first = args
+                    at2 = pos + 4 + span[len(name)]
+                    if buf[pos + 4] != _DOLLAR or buf[at2] != _DOLLAR:
+                        break
+                    end = at2 + span[len(first)]
+                elif count == 1:
+                    if buf[pos + 4] != _DOLLAR:
+                        break
+                    end = pos + 4 + _span(len(args[0]))
+                else:
+                    end = _canonical_end(buf, pos, args)
+                    if end < 0:
+                        break
+                if may_be_too_long and max(map(len, args), default=0) > max_bulk:
                     break
-                if args:
-                    commands.append(args)
+                if count:
+                    append(args)
                 pos = end
             else:
                 if pos == len(buf):  # every byte fed belongs to a request taken
                     return pos
-        except (hiredis.ProtocolError, TypeError):  # TypeError: a map with a list for key
+        # TypeError: a null element, or a map with a list for key. IndexError: a `$`
+        # looked for past the end, after an element that was not a bulk string.
+        except (hiredis.ProtocolError, TypeError, IndexError):
             pass
         self._reader = hiredis.Reader()
         return pos
