@@ -384,35 +384,14 @@ class Connection(Subscriber):
         between taking the bytes and sending them, and bytes stay in order.
         """
         outbox = self.outbox
-        if len(outbox) == 1:
-            data = outbox[0]
-        elif len(outbox) <= GATHER_MAX and len(outbox[0]) >= GATHER_FROM:
-            self._send_gathered()
-            return
-        else:
-            data = b"".join(outbox)
-        outbox.clear()
+        if len(outbox) > 1 and (len(outbox) > GATHER_MAX or len(outbox[0]) < GATHER_FROM):
+            joined = b"".join(outbox)
+            outbox.clear()
+            outbox.append(joined)
+        # A few large frames go out with one sendmsg rather than a joined copy first (a
+        # copy of 1 MiB costs the allocator as much as the send).
         try:
-            sent = self.raw.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:  # the peer is gone; the reader will see it too
-            self.kill(None)
-            return
-        if sent < len(data):
-            outbox.append(memoryview(data)[sent:])
-            self.outbox_size = len(data) - sent
-            self.congested = True
-            self.wakeup.set()
-        else:
-            self.outbox_size = 0
-
-    def _send_gathered(self) -> None:
-        """send_now for a few large frames: one sendmsg of them all, without joining them
-        first (a joined copy of 1 MiB costs the allocator as much as the send)."""
-        outbox = self.outbox
-        try:
-            sent = self.raw.sendmsg(outbox)
+            sent = self.raw.send(outbox[0]) if len(outbox) == 1 else self.raw.sendmsg(outbox)
         except BlockingIOError:
             sent = 0
         except OSError:  # the peer is gone; the reader will see it too
