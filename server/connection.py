@@ -244,12 +244,14 @@ class Connection(Subscriber):
                     return self._run_batch([], None)
                 commands, problem = parser.feed(b"")
                 server.commands_processed += len(commands)
-            # A full read: more may be waiting. Run these commands and answer them with
-            # those of the next reads, as Redis reads all the socket holds: the client
-            # and the subscribers they reach get one send for all (16 KiB PUBLISHes:
-            # from 4 requests per send to up to 64).
-            if (len(data) < RECV_SIZE or problem is not None or reads == MAX_READS
-                    or parser.unauthenticated):
+            # A full read of large requests: more may be waiting. Run these commands
+            # and answer them with those of the next reads, as Redis reads all the
+            # socket holds when requests are large: the client and the subscribers they
+            # reach get one send for all (16 KiB PUBLISHes: from 4 requests per send to
+            # up to 64). A read of many small requests is answered at once, so that one
+            # client's flood holds the others up no longer than before.
+            if (len(data) < RECV_SIZE or len(commands) > CHUNK or problem is not None
+                    or reads == MAX_READS or parser.unauthenticated):
                 return self._run_batch(commands, problem)
             state = self._run_batch(commands, None, answer=False)
             if state is not None:
