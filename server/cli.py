@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import resource
@@ -31,6 +32,10 @@ Parameters: """ + ", ".join(PARAMS)
 _LEVELS = {"debug": logging.DEBUG, "verbose": logging.DEBUG, "notice": logging.INFO,
            "warning": logging.WARNING, "nothing": logging.CRITICAL + 1}
 _RESERVED_FDS = 32  # descriptors Redis keeps beyond maxclients (listeners, files, ...)
+# glibc's mallopt parameters (malloc.h) and what the server sets them to.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_KEEP_FREE = 16 << 20  # free memory kept at the top of the heap
+_HEAP_UP_TO = 1 << 20  # allocations served from the heap rather than their own mmap
 
 log = logging.getLogger("respd")
 
@@ -82,6 +87,25 @@ def _raise_file_limit(config: Config) -> None:
                     "descriptors. Current maximum open files is %d. maxclients has been "
                     "reduced to %d to compensate for low ulimit.", wanted - _RESERVED_FDS,
                     wanted, soft, config["maxclients"])
+
+
+def _tune_malloc() -> None:
+    """Keep the heap's memory between bursts, as a server's allocator does (Redis's
+    jemalloc keeps its pages too).
+
+    By default glibc gives memory back to the kernel as soon as 128 KiB lies free at the
+    top of its heap, and large requests come in bursts: each burst then faulted its
+    pages back in one by one. Measured with 16 KiB PUBLISHes (a pipelining publisher,
+    one subscriber): 276,000 page faults in 2 s, and 69-71k msg/s; with up to 16 MiB
+    kept free, about 100 faults and 90-102k msg/s. Only the standalone server does
+    this: an embedded respd leaves its host process's allocator alone.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # glibc's; other C libraries lack it
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_TRIM_THRESHOLD, _KEEP_FREE)
+    mallopt(_M_MMAP_THRESHOLD, _HEAP_UP_TO)
 
 
 async def _main(config: Config) -> str | None:
@@ -137,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(process)d:M %(asctime)s.%(msecs)03d %(levelname).1s %(message)s",
         datefmt="%d %b %Y %H:%M:%S")
     _raise_file_limit(config)
+    _tune_malloc()
     pidfile = config["pidfile"]
     if pidfile:
         Path(pidfile).write_text(f"{os.getpid()}\n")
