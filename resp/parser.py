@@ -395,15 +395,16 @@ class RequestParser:
                 if type(args) is not list or buf[pos] != _STAR:
                     break
                 count = len(args)
-                # Requests of one to three small arguments (most), without a loop.
-                if count == 3 and len(args[2]) < _SMALL:
+                # Requests of one to three arguments (most), without a loop; the last
+                # may be large (a value, a message).
+                if count == 3 and len(args[1]) < _SMALL:
                     name, first, second = args
                     at1 = pos + 4
                     at2 = at1 + span[len(name)]
                     at3 = at2 + span[len(first)]
                     if buf[at1] != _DOLLAR or buf[at2] != _DOLLAR or buf[at3] != _DOLLAR:
                         break
-                    end = at3 + span[len(second)]
+                    end = at3 + _span(len(second))
                 elif count == 2 and len(args[1]) < _SMALL:
                     name, first = args
                     at2 = pos + 4 + span[len(name)]
