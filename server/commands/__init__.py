@@ -268,6 +268,9 @@ def run(conn: Connection, commands: list[list[bytes]]) -> bool:
     in MULTI, no observer watches, no memory limit refuses it) is run here without the
     lookup and the checks; any other goes through `execute`. Measured with
     scripts/micro_step.py: PING from 0.60 to 0.52 us per command, SET from 1.06 to 0.93.
+    The arity rule and the tail (count the call, queue the reply, count an error) are
+    `lookup`'s and `execute`'s, repeated: calling `execute` for these commands too, with
+    the spelling lookup moved into it, measured 0.06-0.08 us more per command.
     """
     srv = conn.server
     keyspace = srv.keyspace
@@ -283,7 +286,7 @@ def run(conn: Connection, commands: list[list[bytes]]) -> bool:
             else:
                 arity = entry.arity
                 count = len(args)
-                if count != arity and (arity > 0 or count < -arity):
+                if (arity > 0 and count != arity) or count < -arity:  # as in lookup
                     execute(conn, args)
                 else:
                     conn.last_command = entry.name
