@@ -214,11 +214,12 @@ class Connection(Subscriber):
         what is left of its batch waits in self.backlog; or it is closing) or ENDED (the
         client left, or is dropped).
 
-        The subscribers the batch gave messages (and clients whose cached keys it
-        changed) are sent them before the batch's replies. Sending them once at the end
-        of the reactor's round instead, as Redis does in beforeSleep, measured no gain
-        with 1,000 channels and four publishers (scripts/bench.py), so the simpler order
-        stays."""
+        In the reactor's round, the replies are left for the reactor to send once every
+        ready connection has run its batch (`Reactor.run`, as Redis writes replies in
+        beforeSleep). The subscribers the batch gave messages (and clients whose cached
+        keys it changed) are sent them at once, before the batch's replies: sending
+        those at the end of the round too measured no gain with 1,000 channels and four
+        publishers (scripts/bench.py)."""
         if self.closing:  # shutting down: requests from now on are not taken
             return WAIT
         raw = self.raw
@@ -291,6 +292,10 @@ class Connection(Subscriber):
         if server.hub.has_touched():
             server.flush_touched(self)
         if self.outbox and not self.congested:
+            round_replies = server.reactor.replies
+            if round_replies is not None and not self.closing:
+                round_replies.append(self)  # the reactor sends them at the round's end
+                return READY
             self.send_now()
             if self.outbox and not self.subscribed:
                 return WAIT
