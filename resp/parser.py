@@ -54,6 +54,10 @@ _STAR, _DOLLAR = ord("*"), ord("$")
 _COUNT_SHAPE = bytes(_STAR if i in b"*~|>" else 0x30 if 0x30 <= i <= 0x39 else 0x2E
                      for i in range(256))
 _BIG_COUNT = b"*00000"
+# Found with re rather than `in`: in a translated buffer full of digits (payloads of
+# numbers, timestamps) `in` advanced about a byte per step (8.3 us per 100 PUBLISHes of
+# digits, against 2.4 us for this search).
+_FIND_BIG_COUNT = re.compile(re.escape(_BIG_COUNT)).search
 _AGGREGATES = tuple(b"*~|>")
 _SCAN_FROM = 4096  # from this size a buffer's sparse type bytes are looked at one by one
 _SMALL = 10000
@@ -296,7 +300,7 @@ def _may_hide_big_count(buf: bytes | bytearray, pos: int) -> bool:
                 break
         else:
             return False
-    return _BIG_COUNT in buf[pos:].translate(_COUNT_SHAPE)
+    return _FIND_BIG_COUNT(buf.translate(_COUNT_SHAPE), pos) is not None
 
 
 class RequestParser:

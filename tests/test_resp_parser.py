@@ -583,11 +583,14 @@ def test_random_mutations_agree_with_parse_exact() -> None:
        st.integers(min_value=0, max_value=50))
 def test_big_count_scan_of_a_large_buffer_agrees_with_the_translated_one(
         parts: list[bytes], pos: int) -> None:
-    """A buffer past _SCAN_FROM is scanned type byte by type byte; it must find exactly
-    the aggregate headers of five or more digits that the translation finds."""
+    """A buffer past _SCAN_FROM is scanned type byte by type byte, a smaller one
+    translated and searched: both must find exactly the aggregate headers of five or
+    more digits that the translation finds."""
     buf = b"".join(parts)
     pos = min(pos, len(buf))
     translated = resp.parser._BIG_COUNT in buf[pos:].translate(resp.parser._COUNT_SHAPE)
+    assert resp.parser._may_hide_big_count(buf, pos) == translated
+    assert resp.parser._may_hide_big_count(bytearray(buf), pos) == translated
     padded = buf + b"x" * (16 * resp.parser._SCAN_FROM)  # large, with sparse type bytes
     assert resp.parser._may_hide_big_count(padded, pos) == translated
     assert resp.parser._may_hide_big_count(bytearray(padded), pos) == translated
