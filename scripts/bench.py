@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import ctypes
 import io
 import json
 import multiprocessing
@@ -47,7 +48,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-import ctypes
 from ctypes import c_int64
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache, partial
