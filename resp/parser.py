@@ -91,8 +91,10 @@ class _Malformed(Exception):
     """The request breaks the protocol; args[0] is Redis's error text (bytes)."""
 
 
-def _parse_int(text: bytes) -> int | None:
+def _parse_int(text: bytes | bytearray) -> int | None:
     """Parse an integer as Redis's string2ll does, or return None."""
+    if text.isdigit() and len(text) < 19 and (text[0] != 48 or len(text) == 1):
+        return int(text)  # most: no sign, no leading zero, within a long long
     if _INTEGER.fullmatch(text) is None:
         return None
     value = int(text)
@@ -212,7 +214,7 @@ def _count(buf: bytes | bytearray, pos: int, unauth: bool) -> tuple[int, int]:
         raise _Incomplete
     if eol + 2 > len(buf):  # the byte after '\r' must be there; Redis does not check it
         raise _Incomplete
-    count = _parse_int(bytes(buf[pos + 1:eol]))
+    count = _parse_int(buf[pos + 1:eol])
     if count is None or count > INT_MAX:
         raise _Malformed(b"Protocol error: invalid multibulk length")
     if unauth and count > UNAUTH_MAX_MULTIBULK:
@@ -234,7 +236,7 @@ def _bulks(buf: bytes | bytearray, pos: int, args: list[bytes], left: int, *, ma
             break
         if buf[pos] != _DOLLAR:
             raise _Malformed(b"Protocol error: expected '$', got '%c'" % buf[pos])
-        length = _parse_int(bytes(buf[pos + 1:eol]))
+        length = _parse_int(buf[pos + 1:eol])
         if length is None or length < 0 or length > max_bulk:
             raise _Malformed(b"Protocol error: invalid bulk length")
         if unauth and length > UNAUTH_MAX_BULK:
