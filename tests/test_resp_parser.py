@@ -581,6 +581,7 @@ def test_random_mutations_agree_with_parse_exact() -> None:
                                  b"99999", b"12345", b"*1234", b"x" * 700]),
                 max_size=60),
        st.integers(min_value=0, max_value=50))
+@example([b"~", b"12345"], 0)  # a header in the buffer's last six bytes
 def test_big_count_scan_of_a_large_buffer_agrees_with_the_translated_one(
         parts: list[bytes], pos: int) -> None:
     """A buffer past _SCAN_FROM is scanned type byte by type byte, a smaller one
@@ -591,6 +592,10 @@ def test_big_count_scan_of_a_large_buffer_agrees_with_the_translated_one(
     translated = resp.parser._BIG_COUNT in buf[pos:].translate(resp.parser._COUNT_SHAPE)
     assert resp.parser._may_hide_big_count(buf, pos) == translated
     assert resp.parser._may_hide_big_count(bytearray(buf), pos) == translated
-    padded = buf + b"x" * (16 * resp.parser._SCAN_FROM)  # large, with sparse type bytes
+    padding = b"x" * (16 * resp.parser._SCAN_FROM)  # large, with sparse type bytes
+    padded = buf + padding
     assert resp.parser._may_hide_big_count(padded, pos) == translated
     assert resp.parser._may_hide_big_count(bytearray(padded), pos) == translated
+    # ... and with the parts at the end of a large buffer, where a header may be cut short.
+    whole = resp.parser._BIG_COUNT in buf.translate(resp.parser._COUNT_SHAPE)
+    assert resp.parser._may_hide_big_count(padding + buf, 0) == whole
