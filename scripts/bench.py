@@ -748,14 +748,19 @@ LATENCY_TICK_NS = 1_000_000  # the paced publisher sleeps at most this long
 
 def measure_half_saturation(fanout_cases: dict[int, Case], server: Server,
                             profile: Profile) -> None:
-    """Fill HALF_SATURATION from fan-out runs of a pipelining publisher on server."""
+    """Fill HALF_SATURATION from fan-out runs of a pipelining publisher on server: the
+    median of one run per round, not a single run (single runs with S=1 gave 709,000 to
+    951,000 PUBLISH/s across invocations, and the latency rows moved with them)."""
     for subs, case in fanout_cases.items():
         progress(f"measuring the saturation rate of {server.name} for S={subs}")
-        sample = case.run(server, calibrate(case, server, profile))
-        publishes = sample.metrics["msgs_per_s"] / subs
+        count = calibrate(case, server, profile)
+        rates = [case.run(server, count).metrics["msgs_per_s"] / subs
+                 for _ in range(profile.rounds)]
+        publishes = statistics.median(rates)
         HALF_SATURATION[subs] = max(1, int(publishes / 2))
-        print(f"{server.name} saturates at {publishes:,.0f} PUBLISH/s with S={subs}: latency "
-              f"measured at {HALF_SATURATION[subs]:,}/s", file=sys.stderr)
+        print(f"{server.name} saturates at {publishes:,.0f} PUBLISH/s with S={subs} "
+              f"[{min(rates):,.0f}-{max(rates):,.0f}]: latency measured at "
+              f"{HALF_SATURATION[subs]:,}/s", file=sys.stderr)
 
 
 def drain_integer_replies(sock: socket.socket, reader: hiredis.Reader, expected: int) -> int:
