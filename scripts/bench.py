@@ -827,6 +827,8 @@ def percentile(sorted_values: list[int], pct: float) -> int:
 def build_cases(profile: Profile) -> list[Case]:
     """Return every benchmark case, in the order they are run and shown."""
     rb_metrics = (Metric("rps", "req/s"), Metric("cpu_us", "srv CPU us/req"))
+    pubsub_metrics = (Metric("msgs_per_s", "msg/s"), Metric("cpu_us", "srv CPU us/msg"))
+    latency_metrics = (Metric("p50_us", "p50 us"), Metric("p99_us", "p99 us"))
     cases = [
         Case(
             name=f"{test}-P{pipeline}",
@@ -845,14 +847,13 @@ def build_cases(profile: Profile) -> list[Case]:
             name=f"fanout-S{subs}",
             group="fanout",
             label=f"fan-out S={subs}",
-            metrics=(Metric("msgs_per_s", "msg/s"), Metric("cpu_us", "srv CPU us/msg")),
+            metrics=pubsub_metrics,
             run=partial(run_pubsub, load=fanout_load(subs)),
             count=max(50, 2_000 // subs),
             sized=True,
         )
         for subs in FANOUT_SUBSCRIBERS
     ]
-    pubsub_metrics = (Metric("msgs_per_s", "msg/s"), Metric("cpu_us", "srv CPU us/msg"))
     cases += [
         Case(
             name=f"fanout-S{NOPIPE_SUBSCRIBERS}-nopipe",
@@ -899,7 +900,7 @@ def build_cases(profile: Profile) -> list[Case]:
             name=f"latency-S{subs}",
             group="latency",
             label=f"latency S={subs} @{latency_rate(subs)}/s",
-            metrics=(Metric("p50_us", "p50 us"), Metric("p99_us", "p99 us")),
+            metrics=latency_metrics,
             run=partial(run_latency, subscribers=subs),
             count=round(latency_rate(subs) * profile.latency_seconds),
             sized=False,
@@ -911,7 +912,7 @@ def build_cases(profile: Profile) -> list[Case]:
             name=f"latency-half-S{subs}",
             group="latency-half",
             label=f"latency S={subs} @half redis max",
-            metrics=(Metric("p50_us", "p50 us"), Metric("p99_us", "p99 us")),
+            metrics=latency_metrics,
             run=partial(run_paced_latency, subscribers=subs,
                         seconds=profile.latency_seconds),
             count=0,  # from the rate measured at the start of the run

@@ -240,7 +240,7 @@ class Connection(Subscriber):
                 return ENDED
             server.commands_processed += len(commands)
             while parser.held:  # before AUTH: one request at a time
-                if self._run_commands(commands):
+                if run_commands(self, commands):
                     return self._run_batch([], None)
                 commands, problem = parser.feed(b"")
                 server.commands_processed += len(commands)
@@ -277,7 +277,7 @@ class Connection(Subscriber):
             commands = self._run_leading_chunks(commands, problem)
             if commands is None:
                 return WAIT
-        closed = self._run_commands(commands)
+        closed = run_commands(self, commands)
         if not (answer or closed or sum(map(len, self.outbox)) > REPLY_BOUND):
             return None
         if problem is not None and not self.closing:
@@ -310,7 +310,7 @@ class Connection(Subscriber):
         server = self.server
         start = 0
         while len(commands) - start > CHUNK:
-            if self._run_commands(commands[start:start + CHUNK]):
+            if run_commands(self, commands[start:start + CHUNK]):
                 return []
             start += CHUNK
             if sum(map(len, self.outbox)) > REPLY_BOUND:
@@ -324,11 +324,6 @@ class Connection(Subscriber):
                     self.backlog = (commands[start:], problem)
                     return None
         return commands[start:]
-
-    def _run_commands(self, commands: list[list[bytes]]) -> bool:
-        """Run commands in order, their replies queued; True if one closed the connection
-        (the rest are not run)."""
-        return run_commands(self, commands)
 
     async def _after_step(self, state: int) -> bool:
         """Do what `step` left to await; True if the connection has ended."""

@@ -23,6 +23,7 @@ from resp.encode import (
 )
 from resp.parser import _parse_int as parse_integer
 from server.commands import TABLE, Command, command, container, find_command, help_reply
+from server.commands.strings import NOT_INTEGER, SYNTAX
 from server.config import ConfigError
 from server.keyspace import cost
 
@@ -439,18 +440,15 @@ def memory_usage(conn: Connection, args: list[bytes]) -> bytes:
         if args[i].lower() == b"samples" and i + 1 < len(args):
             samples = parse_integer(args[i + 1])
             if samples is None:
-                return _NOT_INTEGER
+                return NOT_INTEGER
             if samples < 0:
-                return _SYNTAX
+                return SYNTAX
             i += 2
         else:
-            return _SYNTAX
+            return SYNTAX
     ks = conn.server.keyspace
     value = ks.read(ks.dbs[conn.db], args[2], touch=False)
     if value is None:
         return null(conn.proto)
     return integer(cost(args[2], value))
 
-
-_NOT_INTEGER = error("value is not an integer or out of range")
-_SYNTAX = error("syntax error")

@@ -71,6 +71,7 @@ def get(conn: Connection, args: list[bytes]) -> bytes:
 _SET_WORDS = (b"nx", b"xx", b"get", b"keepttl")
 _GETEX_WORDS = (b"persist",)
 _OTHER = {b"nx": b"xx", b"xx": b"nx"}  # options that exclude each other
+_NO_EXPIRY = frozenset((b"keepttl", b"persist"))  # options that exclude an expiry
 
 
 def _options(args: list[bytes], start: int, allowed: tuple[bytes, ...]
@@ -86,7 +87,7 @@ def _options(args: list[bytes], start: int, allowed: tuple[bytes, ...]
     while i < len(args):
         option = args[i].lower()
         if option in allowed and _OTHER.get(option) not in words \
-                and (expiry is None or option not in (b"keepttl", b"persist")):
+                and (expiry is None or option not in _NO_EXPIRY):
             words.add(option)
         elif option in _EXPIRY and not words & _NO_EXPIRY and i + 1 < len(args) \
                 and (expiry is None or expiry == _EXPIRY[option]):
@@ -97,9 +98,6 @@ def _options(args: list[bytes], start: int, allowed: tuple[bytes, ...]
             return SYNTAX
         i += 1
     return words, expiry, amount
-
-
-_NO_EXPIRY = frozenset((b"keepttl", b"persist"))
 
 
 # SET key value [NX | XX] [GET] [EX seconds | PX milliseconds | EXAT unix-time-seconds |
