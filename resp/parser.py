@@ -412,7 +412,8 @@ class RequestParser:
                     at3 = at2 + span[len(first)]
                     if buf[at1] != _DOLLAR or buf[at2] != _DOLLAR or buf[at3] != _DOLLAR:
                         break
-                    end = at3 + _span(len(second))
+                    size = len(second)
+                    end = at3 + (span[size] if size < _SMALL else _span(size))
                 elif count == 2 and len(args[1]) < _SMALL:
                     name, first = args
                     at2 = pos + 4 + span[len(name)]
@@ -422,7 +423,8 @@ class RequestParser:
                 elif count == 1:
                     if buf[pos + 4] != _DOLLAR:
                         break
-                    end = pos + 4 + _span(len(args[0]))
+                    size = len(args[0])
+                    end = pos + 4 + (span[size] if size < _SMALL else _span(size))
                 else:
                     end = _canonical_end(buf, pos, args)
                     if end < 0:
