@@ -404,7 +404,8 @@ class RequestParser:
                     break
                 count = len(args)
                 # Requests of one to three arguments (most), without a loop; the last
-                # may be large (a value, a message).
+                # may be large (a value, a message). The last one's span is `_span`
+                # inlined: the call cost 25 ns per request (16 pipelined SETs).
                 if count == 3 and len(args[1]) < _SMALL:
                     name, first, second = args
                     at1 = pos + 4
